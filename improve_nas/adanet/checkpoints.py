@@ -1,0 +1,66 @@
+"""Mid-iteration checkpoints: everything needed to continue an iteration at the same step.
+
+A checkpoint holds the values of the iteration model's own variables (candidates, mixture weights, batch-norm
+statistics, drop-path step counters, RNG seed states, EMAs), the optimizer's (step counter, hence the learning-rate
+position, and slots) and the metrics'. The frozen previous members are left out: they live, read-only, in their
+finished iterations' directories. Files are `ckpt-<step>.npz` in one directory per iteration, written atomically;
+only the newest `keep` survive.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+import keras
+import numpy as np
+
+from improve_nas import fileio
+
+_NAME = re.compile(r"^ckpt-(\d+)\.npz$")
+
+
+def _state_variables(model: keras.Model) -> list:
+    frozen = {id(v) for member in getattr(model, "previous_members", []) for v in member.variables}
+    if getattr(model, "previous_ensembler", None) is not None:
+        frozen.update(id(v) for v in model.previous_ensembler.variables)
+    own = [v for v in model.variables if id(v) not in frozen]
+    return own + list(model.optimizer.variables) + list(model.metrics_variables)
+
+
+def save(directory: str, model: keras.Model, *, step: int, keep: int) -> str:
+    """Writes `ckpt-<step>.npz` and removes all but the newest `keep` checkpoints. Returns the path."""
+    variables = _state_variables(model)
+    arrays = {f"v{index}": np.asarray(keras.ops.convert_to_numpy(v.value)) for index, v in enumerate(variables)}
+    arrays["paths"] = np.array([v.path for v in variables])
+    path = os.path.join(directory, f"ckpt-{step}.npz")
+    with fileio.atomic_path(path, suffix=".npz") as temporary:
+        np.savez(temporary, **arrays)
+    for stale in steps(directory)[:-keep]:
+        os.remove(os.path.join(directory, f"ckpt-{stale}.npz"))
+    return path
+
+
+def steps(directory: str) -> list[int]:
+    """Steps of the checkpoints in `directory`, oldest first."""
+    if not os.path.isdir(directory):
+        return []
+    found = (_NAME.match(name) for name in os.listdir(directory))
+    return sorted(int(match.group(1)) for match in found if match)
+
+
+def restore_latest(directory: str, model: keras.Model) -> int:
+    """Loads the newest checkpoint into `model` (optimizer built first). Returns its step, 0 if there is none."""
+    found = steps(directory)
+    if not found:
+        return 0
+    model.optimizer.build(model.trainable_variables)
+    variables = _state_variables(model)
+    with np.load(os.path.join(directory, f"ckpt-{found[-1]}.npz")) as data:
+        paths = list(data["paths"])
+        if paths != [v.path for v in variables]:
+            raise ValueError(f"checkpoint {directory}/ckpt-{found[-1]}.npz does not match this iteration's model "
+                             "(its variables differ); was the run directory written by another configuration?")
+        for index, variable in enumerate(variables):
+            variable.assign(data[f"v{index}"])
+    return found[-1]

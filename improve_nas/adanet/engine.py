@@ -1,0 +1,222 @@
+"""The AdaNet iteration loop: train candidates, select, freeze, evaluate, publish; resume where a run stopped.
+
+`grow_ensemble` knows nothing of NASNet or images: it takes a generator of subnetwork builders, numpy partitions, and
+a factory for the preprocessing layer. Per iteration t (DESIGN §3):
+
+1. start from a clean Keras state, seeded from (seed, t), and load the ensemble chosen at t−1 from disk (frozen);
+2. build the fused `IterationModel` of the generator's candidates and one optimizer with per-candidate clipping;
+3. restore the newest mid-iteration checkpoint, if any, and train the remaining steps in `fit` chunks, writing a
+   checkpoint after each chunk (every `checkpoint_steps` steps or `checkpoint_secs` seconds);
+4. select the best candidate ensemble (SPEC §6.7), evaluate it and its members on the test partition;
+5. publish `iterations/<t>/` whole (architecture, report entry, new members) and drop the checkpoints.
+
+Re-running on the same directory skips every published iteration, and continues an unfinished one from its newest
+checkpoint at the same step, learning-rate position and batch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Callable
+
+import keras
+import numpy as np
+
+from improve_nas.adanet import checkpoints
+from improve_nas.adanet.batches import eval_batches, train_batches
+from improve_nas.adanet.callbacks import IterationProgress, StopEvery
+from improve_nas.adanet.ensemble_model import EnsembleModel
+from improve_nas.adanet.ensemblers import EnsemblerSpec
+from improve_nas.adanet.evaluation import evaluate
+from improve_nas.adanet.iteration_model import FrozenEnsemble, IterationModel, LossSpec
+from improve_nas.adanet.optimizers import make_optimizer
+from improve_nas.adanet.run_directory import RunDirectory
+from improve_nas.adanet.selection import evaluate_adanet_losses, needs_selection_losses, select_candidate
+from improve_nas.adanet.strategies import make_strategy
+from improve_nas.adanet.subnetwork import Generator
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class EngineSettings:
+    """What the loop needs to know; plain values, no model or data specifics."""
+
+    num_iterations: int
+    iteration_steps: int
+    batch_size: int
+    optimizer: str = "momentum"
+    learning_rate: float = 0.025
+    schedule: str = "cosine"
+    clip_norm: float = 5.0
+    loss: LossSpec = dataclasses.field(default_factory=LossSpec)
+    ensembler: EnsemblerSpec = dataclasses.field(default_factory=EnsemblerSpec)
+    strategy: str = "grow"
+    force_grow: bool = True
+    use_evaluator: bool = True  # selection on the selection partition; False: EMA of the training AdaNet loss
+    evaluator_batch_size: int = 32
+    evaluator_steps: int | None = None
+    eval_batch_size: int = 32
+    eval_steps: int | None = None
+    checkpoint_steps: int = 0  # one of these two is non-zero
+    checkpoint_secs: int = 600
+    keep_checkpoint_max: int = 5
+    seed: int = 0
+    verbose: bool = True
+    # XLA: JAX always compiles; on TensorFlow, XLA tracing of a NASNet costs more than it saves on CPU
+    jit_compile: bool | str = "auto"
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Partitions:
+    """Numpy data of a run: training, selection (the training partition itself, or a holdout) and test."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_select: np.ndarray
+    y_select: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    num_classes: int
+
+
+PreprocessingFactory = Callable[[int], keras.layers.Layer]  # seed -> layer (augments only when training)
+# (model, iteration, start step within the iteration) -> extra Keras callbacks for its `fit` calls
+CallbackFactory = Callable[[IterationModel, int, int], list]
+
+
+def grow_ensemble(*, run_dir: RunDirectory, settings: EngineSettings, generator: Generator, data: Partitions,
+                  make_preprocessing: PreprocessingFactory, make_callbacks: CallbackFactory | None = None,
+                  on_iteration_end: Callable[[dict], None] | None = None) -> list[dict]:
+    """Runs (or resumes) every iteration; returns the report entries of all finished iterations."""
+    finished = run_dir.finished_iterations()
+    if finished != list(range(len(finished))):
+        raise ValueError(f"run directory {run_dir.path} has gaps in its finished iterations: {finished}")
+    if finished and settings.verbose:
+        print(f"{len(finished)} of {settings.num_iterations} iterations already finished in {run_dir.path}",
+              flush=True)
+    for iteration in range(len(finished), settings.num_iterations):
+        summary = _run_iteration(iteration, run_dir=run_dir, settings=settings, generator=generator, data=data,
+                                 make_preprocessing=make_preprocessing, make_callbacks=make_callbacks)
+        if settings.verbose:
+            print(_summary_line(summary, settings.num_iterations), flush=True)
+        if on_iteration_end is not None:
+            on_iteration_end(summary)
+    return run_dir.summaries()
+
+
+def load_final_ensemble(run_dir: RunDirectory) -> FrozenEnsemble:
+    finished = run_dir.finished_iterations()
+    if not finished:
+        raise ValueError(f"no finished iteration in {run_dir.path}")
+    return run_dir.load_ensemble(finished[-1])
+
+
+def _run_iteration(iteration: int, *, run_dir: RunDirectory, settings: EngineSettings, generator: Generator,
+                   data: Partitions, make_preprocessing: PreprocessingFactory,
+                   make_callbacks: CallbackFactory | None) -> dict:
+    keras.backend.clear_session()  # frees the last iteration's graphs; also makes layer names reproducible
+    iteration_seed = derive_seed(settings.seed, iteration)
+    keras.utils.set_random_seed(iteration_seed)
+    previous = run_dir.load_ensemble(iteration - 1) if iteration else None
+    if iteration:
+        generator.load_state_dict(run_dir.architecture(iteration - 1)["generator_state"])
+    builders = generator.generate_candidates(previous.record if previous else None, iteration)
+    num_selection = len(make_strategy(settings.strategy).generate_ensemble_candidates(
+        builders, previous.record if previous else None)) + (1 if previous else 0)
+    selects = needs_selection_losses(num_candidates=num_selection, has_previous=previous is not None,
+                                     force_grow=settings.force_grow)
+    model = IterationModel(
+        iteration=iteration, builders=builders, num_classes=data.num_classes, input_shape=data.x_train.shape[1:],
+        previous=previous, strategy=make_strategy(settings.strategy), ensembler=settings.ensembler,
+        loss=settings.loss, preprocessing=make_preprocessing(iteration_seed),
+        track_adanet_loss_ema=selects and not settings.use_evaluator, input_dtype=str(data.x_train.dtype),
+        name=f"iteration_{iteration}")
+    model.compile(jit_compile=settings.jit_compile, optimizer=make_optimizer(
+        settings.optimizer, learning_rate=settings.learning_rate, schedule=settings.schedule,
+        decay_steps=settings.iteration_steps, clip_norm=settings.clip_norm, clip_groups=model.clip_groups()))
+
+    started = time.monotonic()
+    _train(model, iteration, run_dir=run_dir, settings=settings, data=data, seed=iteration_seed,
+           make_callbacks=make_callbacks)
+    train_seconds = time.monotonic() - started
+
+    selection = select_candidate(
+        num_candidates=len(model.selection_names), has_previous=previous is not None,
+        force_grow=settings.force_grow,
+        losses=lambda: (evaluate_adanet_losses(model, eval_batches(
+            data.x_select, data.y_select, batch_size=settings.evaluator_batch_size, steps=settings.evaluator_steps))
+            if settings.use_evaluator else model.adanet_loss_emas()))
+    chosen = model.frozen_ensemble(selection.index)
+    metrics = evaluate(
+        EnsembleModel(members=chosen.members, ensembler=chosen.ensembler,
+                      member_names=[m.name for m in chosen.record.members],
+                      preprocessing=model.preprocessing, with_member_logits=True),
+        eval_batches(data.x_test, data.y_test, batch_size=settings.eval_batch_size, steps=settings.eval_steps))
+
+    new_members = {record.name: member for record, member in zip(chosen.record.members, chosen.members)
+                   if record.iteration == iteration}
+    member_params = _member_params(run_dir, iteration, new_members)
+    summary = {
+        "iteration": iteration,
+        "members": [m.name for m in chosen.record.members],
+        "candidates": [{"name": name, "selection_loss": None if selection.losses is None else selection.losses[i]}
+                       for i, name in enumerate(model.selection_names)],
+        "chosen": model.selection_names[selection.index],
+        "mixture_weights": chosen.record.ensembler["weights"],
+        "ensemble": metrics["ensemble"],
+        "member_metrics": metrics["members"],
+        "member_params": member_params,
+        "trainable_params": sum(member_params[m.name] for m in chosen.record.members),
+        "train_seconds": round(train_seconds, 3),
+        "global_step": (iteration + 1) * settings.iteration_steps,
+    }
+    architecture = {"iteration": iteration, "ensemble": chosen.record.to_dict(),
+                    "member_params": summary["member_params"],
+                    "generator_state": generator.state_dict(), "selection_names": model.selection_names,
+                    "selection_index": selection.index, "global_step": summary["global_step"]}
+    run_dir.publish_iteration(iteration, architecture=architecture, summary=summary, new_members=new_members)
+    return summary
+
+
+def _train(model: IterationModel, iteration: int, *, run_dir: RunDirectory, settings: EngineSettings,
+           data: Partitions, seed: int, make_callbacks: CallbackFactory | None) -> None:
+    """Trains the remaining steps of the iteration in `fit` chunks, with a checkpoint after each chunk."""
+    checkpoint_dir = run_dir.checkpoint_dir(iteration)
+    step = checkpoints.restore_latest(checkpoint_dir, model)
+    total = settings.iteration_steps
+    progress = IterationProgress(iteration=iteration, total_steps=total, start_step=step, verbose=settings.verbose)
+    callbacks = [progress] + ([StopEvery(settings.checkpoint_secs)] if settings.checkpoint_secs else [])
+    callbacks += make_callbacks(model, iteration, step) if make_callbacks else []
+    while step < total:
+        chunk = total - step if not settings.checkpoint_steps else min(settings.checkpoint_steps, total - step)
+        model.fit(train_batches(data.x_train, data.y_train, batch_size=settings.batch_size, seed=seed,
+                                start_step=step),
+                  steps_per_epoch=chunk, epochs=1, verbose=0, callbacks=callbacks)
+        done = int(keras.ops.convert_to_numpy(model.optimizer.iterations))
+        if done <= step:
+            raise RuntimeError(f"iteration {iteration}: training made no progress at step {step}")
+        step = done
+        checkpoints.save(checkpoint_dir, model, step=step, keep=settings.keep_checkpoint_max)
+    progress.close()
+
+
+def derive_seed(seed: int, iteration: int) -> int:
+    """A seed for iteration t, independent of the others' (members must not start correlated)."""
+    return int(np.random.SeedSequence([seed, iteration]).generate_state(1)[0] % 2**31)
+
+
+def _member_params(run_dir: RunDirectory, iteration: int, new_members: dict) -> dict[str, int]:
+    """Trainable parameters of every member so far: new ones counted now, frozen ones as recorded when trained."""
+    counts = dict(run_dir.architecture(iteration - 1).get("member_params", {})) if iteration else {}
+    counts.update({name: int(sum(math.prod(w.shape) for w in member.trainable_weights))
+                   for name, member in new_members.items()})
+    return counts
+
+
+def _summary_line(summary: dict, num_iterations: int) -> str:
+    best_member = max(m["accuracy"] for m in summary["member_metrics"].values())
+    return (f"iteration {summary['iteration'] + 1}/{num_iterations}: chose {summary['chosen']} "
+            f"({len(summary['members'])} members); test accuracy {summary['ensemble']['accuracy']:.4f} "
+            f"loss {summary['ensemble']['loss']:.4f} (best member {best_member:.4f}); "
+            f"trained {summary['train_seconds']:.1f}s")

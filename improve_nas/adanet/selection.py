@@ -1,0 +1,113 @@
+"""Choosing the best candidate ensemble at the end of an iteration (SPEC §6.7).
+
+Candidates are indexed like `IterationModel.selection_names`: the previous ensemble first (when
+there is one), then the new candidate ensembles. Rules, in order:
+
+1. One candidate: it wins; nothing is evaluated.
+2. `force_grow`, a previous ensemble and exactly one new candidate: the new one wins; nothing is
+   evaluated.
+3. Otherwise: `nanargmin` of each candidate's selection loss, which is either the mean per-batch
+   AdaNet loss from an evaluator pass (`evaluate_adanet_losses`: training partition, no
+   augmentation, inference mode) or the EMA of the training AdaNet loss
+   (`IterationModel.adanet_loss_emas`). With `force_grow` the previous ensemble is excluded;
+   without it, it may win and the ensemble does not grow this iteration.
+
+Use `needs_selection_losses` before training to know whether the losses will be read at all (no
+EMA to track, no evaluator pass to run, frozen members left out of training). One exception: EMA
+selection without `force_grow` compares new candidates with the previous ensemble's stored EMA
+(`EnsembleRecord.adanet_loss_ema`); an iteration that did not track it stores None, which counts
+as NaN, so that ensemble can then never be kept. Track the EMA in every iteration in that setting.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable, Iterable, Sequence
+
+import numpy as np
+
+
+@dataclasses.dataclass(frozen=True)
+class Selection:
+    """The chosen candidate and every candidate's selection loss (None when not evaluated)."""
+
+    index: int
+    losses: tuple[float, ...] | None
+
+    @property
+    def evaluated(self) -> bool:
+        return self.losses is not None
+
+
+def needs_selection_losses(*, num_candidates: int, has_previous: bool, force_grow: bool) -> bool:
+    """Whether rule 3 applies, i.e. selection will read losses (counting the previous ensemble)."""
+    if num_candidates == 1:
+        return False
+    return not (force_grow and has_previous and num_candidates == 2)
+
+
+def select_candidate(
+    *,
+    num_candidates: int,
+    has_previous: bool,
+    force_grow: bool,
+    losses: Sequence[float] | Callable[[], Sequence[float]],
+) -> Selection:
+    """Applies the rules of the module docstring.
+
+    Args:
+        num_candidates: Number of selection candidates, the previous ensemble included.
+        has_previous: Whether index 0 is the previous ensemble.
+        force_grow: Exclude the previous ensemble from the comparison.
+        losses: One loss per candidate, or a callable computing them (called only if needed).
+
+    Raises:
+        FloatingPointError: Every eligible candidate's loss is NaN.
+    """
+    if num_candidates < 1:
+        raise ValueError("selection needs at least one candidate")
+    if not needs_selection_losses(num_candidates=num_candidates, has_previous=has_previous,
+                                  force_grow=force_grow):
+        return Selection(index=num_candidates - 1, losses=None)
+    values = tuple(float(v) for v in (losses() if callable(losses) else losses))
+    if len(values) != num_candidates:
+        raise ValueError(f"got {len(values)} selection losses for {num_candidates} candidates")
+    first = 1 if force_grow and has_previous else 0
+    eligible = values[first:]
+    if all(math.isnan(v) for v in eligible):
+        raise FloatingPointError(f"every eligible candidate's selection loss is NaN: {values}")
+    return Selection(index=first + int(np.nanargmin(eligible)), losses=values)
+
+
+def _mean_cross_entropy(labels: np.ndarray, logits: np.ndarray) -> float:
+    logits = logits.astype(np.float64)
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    log_probs = shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+    labels = labels.reshape(-1).astype(np.int64)
+    return float(-log_probs[np.arange(labels.shape[0]), labels].mean())
+
+
+def evaluate_adanet_losses(model, batches: Iterable) -> list[float]:
+    """Mean per-batch AdaNet loss of each selection candidate of an `IterationModel`.
+
+    Args:
+        model: The trained `IterationModel`; run in inference mode (`predict_on_batch`).
+        batches: Iterable of `(x, labels)` batches, e.g. the training partition without
+            augmentation (AdaNet) or a held-out split.
+
+    Returns:
+        One loss per `model.selection_names` entry: plain CE of the ensemble logits plus the
+        ensemble's complexity penalty, averaged over batches.
+    """
+    penalties = np.asarray(model.complexity_penalties(), dtype=np.float64)
+    totals = np.zeros(len(model.selection_names))
+    count = 0
+    for x, labels in batches:
+        ensembles = model.predict_on_batch(x)["ensembles"]
+        labels = np.asarray(labels)
+        totals += [_mean_cross_entropy(labels, np.asarray(ensembles[n])) for n in model.selection_names]
+        count += 1
+    if count == 0:
+        raise ValueError("evaluate_adanet_losses got no batches")
+    return [float(v) for v in totals / count + penalties]

@@ -1,0 +1,186 @@
+"""What the AdaNet engine asks of a search space, and what it remembers of a finished ensemble.
+
+A search space plugs in through two interfaces:
+
+- `Builder`: one candidate subnetwork. Its `build_subnetwork` returns a `keras.Model` whose
+  `call(x, training)` returns a dict with `"logits"` [B, K], optionally `"features"` [B, D] (the
+  last hidden layer; needed by matrix mixture weights) and optionally `"aux_logits"` [B, K]
+  (returned only when `training=True`; enters the loss with `aux_head_weight`). Weight
+  regularisation (L2) lives in the model's `losses` (e.g. `kernel_regularizer`) and is added to
+  that subnetwork's own loss.
+- `Generator`: proposes the builders of iteration t from the previous ensemble's record. It must be
+  a deterministic function of `(previous_ensemble, iteration, state)`, because the loop rebuilds
+  earlier members on resume by asking it again and picking builders by name.
+
+What persists of a finished ensemble is plain data (`MemberRecord`, `EnsembleRecord`), JSON
+round-trippable, with no Keras objects inside; member weights are saved beside it by the loop.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import keras
+
+
+class Builder(abc.ABC):
+    """Builds one candidate subnetwork of an AdaNet iteration."""
+
+    @property
+    @abc.abstractmethod
+    def name(self) -> str:
+        """Name, unique among the builders of one iteration (e.g. `NasNet_A_6.0_768_cifar`)."""
+
+    @property
+    def complexity(self) -> float:
+        """r(h) of the AdaNet complexity penalty (SPEC §6.4); used as given, no sqrt."""
+        return 1.0
+
+    def shared(self) -> dict[str, Any]:
+        """Plain JSON values to persist with the member (e.g. architecture numbers).
+
+        A generator reads them back from `EnsembleRecord.members[-1].shared` in the next iteration.
+        """
+        return {}
+
+    @abc.abstractmethod
+    def build_subnetwork(self, *, num_classes: int, input_shape: tuple[int, ...]) -> keras.Model:
+        """Returns a new, untrained subnetwork (see the module docstring for its outputs).
+
+        Args:
+            num_classes: K, the width of `"logits"`.
+            input_shape: Shape of one input example, without the batch dimension.
+        """
+
+
+class Generator(abc.ABC):
+    """Proposes the candidate subnetworks of each iteration."""
+
+    @abc.abstractmethod
+    def generate_candidates(
+        self, previous_ensemble: EnsembleRecord | None, iteration: int
+    ) -> list[Builder]:
+        """Returns the builders to train in `iteration` (0-based), with unique names.
+
+        Args:
+            previous_ensemble: The ensemble chosen at the end of `iteration - 1`, or None at 0.
+            iteration: The AdaNet iteration about to start.
+        """
+
+    def state_dict(self) -> dict[str, Any]:
+        """JSON-serialisable state, stored with every finished iteration. Stateless by default."""
+        return {}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restores what `state_dict` returned."""
+        if state:
+            raise ValueError(f"{type(self).__name__} is stateless but got state {dict(state)!r}")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class MemberRecord:
+    """One member of a finished ensemble.
+
+    Attributes:
+        name: Unique name within the run, `t{iteration}_{builder_name}`.
+        iteration: The iteration that trained it.
+        builder_name: `Builder.name`, to find the builder again through the generator.
+        shared: `Builder.shared()` at the time it was built.
+        complexity: `Builder.complexity`.
+    """
+
+    name: str
+    iteration: int
+    builder_name: str
+    shared: dict[str, Any] = dataclasses.field(default_factory=dict)
+    complexity: float = 1.0
+
+    @classmethod
+    def from_builder(cls, builder: Builder, iteration: int) -> MemberRecord:
+        return cls(
+            name=member_name(iteration, builder.name),
+            iteration=iteration,
+            builder_name=builder.name,
+            shared=dict(builder.shared()),
+            complexity=float(builder.complexity),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> MemberRecord:
+        return cls(
+            name=data["name"],
+            iteration=int(data["iteration"]),
+            builder_name=data["builder_name"],
+            shared=dict(data.get("shared", {})),
+            complexity=float(data.get("complexity", 1.0)),
+        )
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class EnsembleRecord:
+    """A finished (chosen) ensemble: enough to rebuild it with the members' saved weights.
+
+    Attributes:
+        name: `t{iteration}_{candidate name}`, e.g. `t1_NasNet_A_6.0_768_cifar_grow`.
+        iteration: The iteration at whose end it was chosen (its last member's iteration, unless
+            the previous ensemble won without `force_grow`).
+        members: In mixing order: the mixture weights follow this order.
+        ensembler: `ensemblers.serialize_ensembler(...)` output: config and mixture-weight values.
+        adanet_loss_ema: Zero-debiased EMA of its training AdaNet loss at the end of its
+            iteration, if it was tracked; EMA-based selection compares it with new candidates.
+    """
+
+    name: str
+    iteration: int
+    members: tuple[MemberRecord, ...]
+    ensembler: dict[str, Any]
+    adanet_loss_ema: float | None = None
+
+    def __post_init__(self):
+        object.__setattr__(self, "members", tuple(self.members))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "iteration": self.iteration,
+            "members": [m.to_dict() for m in self.members],
+            "ensembler": self.ensembler,
+            "adanet_loss_ema": self.adanet_loss_ema,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> EnsembleRecord:
+        ema = data.get("adanet_loss_ema")
+        return cls(
+            name=data["name"],
+            iteration=int(data["iteration"]),
+            members=tuple(MemberRecord.from_dict(m) for m in data["members"]),
+            ensembler=dict(data["ensembler"]),
+            adanet_loss_ema=None if ema is None else float(ema),
+        )
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> EnsembleRecord:
+        return cls.from_dict(json.loads(text))
+
+
+def member_name(iteration: int, builder_name: str) -> str:
+    """AdaNet's subnetwork name: builders may repeat across iterations, members may not."""
+    return f"t{iteration}_{builder_name}"
+
+
+def validate_unique_names(names: Sequence[str], what: str) -> None:
+    """Raises ValueError naming the duplicates (a generator or strategy bug, not user input)."""
+    duplicates = sorted({n for n in names if list(names).count(n) > 1})
+    if duplicates:
+        raise ValueError(f"{what} names must be unique within an iteration; repeated: {duplicates}")

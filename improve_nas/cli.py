@@ -1,0 +1,122 @@
+"""The `improve-nas` console script: train | summary | report | bench | submit.
+
+Dispatch only: each subcommand parses its arguments and calls one library function.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from improve_nas.errors import UsageError
+
+SUBCOMMANDS = ("train", "summary", "report", "bench", "submit")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(f"usage: improve-nas {{{','.join(SUBCOMMANDS)}}} [flags]\n"
+              "  train    grow an ensemble (the flags of python -m improve_nas.trainer.trainer)\n"
+              "  summary  parameters, multiply-adds and stages of the NASNet an --hparams string describes\n"
+              "  report   the per-iteration table of a run directory\n"
+              "  bench    training throughput of the engine\n"
+              "  submit   run training as a Google Cloud Vertex AI custom job")
+        return 0 if argv else 2
+    command, rest = argv[0], argv[1:]
+    if command not in SUBCOMMANDS:
+        print(f"error: unknown subcommand {command!r}; choose one of: {', '.join(SUBCOMMANDS)}", file=sys.stderr)
+        return 2
+    if command == "train":
+        from improve_nas.trainer.trainer import run_main
+        run_main(["improve-nas train"] + rest)  # exits
+    try:
+        return _COMMANDS[command](rest)
+    except UsageError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+def _summary(argv: list[str]) -> int:
+    parser = _parser("summary", "Describe the NASNet an --hparams string builds.")
+    parser.add_argument("--hparams", default="", help="name=value,... as for train")
+    parser.add_argument("--preset", default=None, help="start from a preset's hparams")
+    parser.add_argument("--num_classes", type=int, default=10)
+    parser.add_argument("--image_shape", default="32,32,3", help="H,W,C")
+    parser.add_argument("--format", choices=("text", "json"), default="text")
+    args = parser.parse_args(argv)
+    from improve_nas.subnetworks import describe, format_description
+    from improve_nas.presets import resolve_config
+
+    hparams = resolve_config(preset=args.preset, hparams=args.hparams).hparams
+    description = describe(hparams, num_classes=args.num_classes, image_shape=_parse_shape(args.image_shape))
+    print(json.dumps(description) if args.format == "json" else format_description(description))
+    return 0
+
+
+def _submit(argv: list[str]) -> int:
+    parser = _parser("submit", "Run training as a Google Cloud Vertex AI custom job; train flags go after --.")
+    parser.add_argument("--config", required=True, help="Vertex AI CustomJobSpec YAML, e.g. config.yaml")
+    parser.add_argument("--region", required=True, help="Vertex AI region, e.g. us-central1")
+    parser.add_argument("--staging_bucket", required=True, help="gs://BUCKET for the package and the run directory")
+    parser.add_argument("--display_name", default=None, help="job name (default: improve_nas_<preset>_<time>)")
+    parser.add_argument("--project", default=None, help="Google Cloud project (default: gcloud's / the credentials')")
+    parser.add_argument("--dry_run", action="store_true", help="print the resolved spec and command; touch nothing")
+    parser.add_argument("train_flags", nargs="*", help="flags of improve-nas train, after --")
+    args = parser.parse_args(argv)
+    from improve_nas.cloud import SubmitRequest, submit
+
+    submit(SubmitRequest(config_path=args.config, region=args.region, staging_bucket=args.staging_bucket,
+                         train_flags=tuple(args.train_flags), display_name=args.display_name, project=args.project,
+                         dry_run=args.dry_run))
+    return 0
+
+
+def _report(argv: list[str]) -> int:
+    parser = _parser("report", "Print the per-iteration table of a run directory.")
+    parser.add_argument("model_dir")
+    parser.add_argument("--format", choices=("text", "json"), default="text")
+    args = parser.parse_args(argv)
+    from improve_nas.report import format_table, load_report
+
+    report = load_report(args.model_dir)
+    print(json.dumps(report, indent=2) if args.format == "json" else format_table(report))
+    return 0
+
+
+def _not_implemented(what: str):
+    def command(argv: list[str]) -> int:
+        raise UsageError(f"not implemented yet: {what}")
+    return command
+
+
+def _parser(command: str, description: str) -> argparse.ArgumentParser:
+    return _OneLineErrorParser(prog=f"improve-nas {command}", description=description)
+
+
+class _OneLineErrorParser(argparse.ArgumentParser):
+    def error(self, message: str):  # argparse's default prints the usage block and exits 2
+        raise UsageError(message)
+
+
+def _parse_shape(text: str) -> tuple[int, int, int]:
+    try:
+        shape = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        shape = ()
+    if len(shape) != 3 or min(shape) <= 0:
+        raise UsageError(f"--image_shape={text!r} must be three positive integers H,W,C, e.g. 32,32,3")
+    return shape
+
+
+_COMMANDS = {
+    "summary": _summary,
+    "report": _report,
+    "bench": _not_implemented("improve-nas bench (issue 5)"),
+    "submit": _submit,
+}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,19 @@
+"""Google Cloud Vertex AI jobs: the job spec files, the package, and `improve-nas submit`.
+
+    machines.py     which accelerators each machine type takes
+    spec.py         load_job_spec: read and check config.yaml / config_test.yaml
+    train_flags.py  the trainer's flags, parsed and resolved into a Config on the submitting machine
+    package.py      the sdist a job installs, named by a hash of its sources
+    vertex.py       create the job: gcloud, else the REST API
+    submit.py       plan_job / submit: the whole command
+
+Run-directory storage on gs:// lives in `improve_nas.gcs`.
+"""
+
+from __future__ import annotations
+
+from improve_nas.cloud.spec import TRAINER_MODULE, load_job_spec, validate_job_spec
+from improve_nas.cloud.submit import JobPlan, SubmitRequest, Submission, plan_job, render_dry_run, submit
+
+__all__ = ["TRAINER_MODULE", "JobPlan", "SubmitRequest", "Submission", "load_job_spec", "plan_job",
+           "render_dry_run", "submit", "validate_job_spec"]

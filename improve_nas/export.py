@@ -1,0 +1,55 @@
+"""Export of the final ensemble for serving: `export/ensemble.keras` and, on TensorFlow, `export/saved_model/`.
+
+The exported model takes raw uint8 images `[B, H, W, C]` (the preprocessing layer scales them; it augments only in
+training, which serving never is) and returns `logits`, `probabilities` and `classes`.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import keras
+
+from improve_nas.adanet.engine import load_final_ensemble
+from improve_nas.adanet.ensemble_model import EnsembleModel
+from improve_nas.adanet.run_directory import RunDirectory
+
+EXPORT_DIR = "export"
+KERAS_FILE = "ensemble.keras"
+SAVED_MODEL_DIR = "saved_model"
+
+
+def serving_model(run_dir: RunDirectory, *, preprocessing: keras.layers.Layer,
+                  image_shape: tuple[int, int, int]) -> EnsembleModel:
+    ensemble = load_final_ensemble(run_dir)
+    model = EnsembleModel(members=ensemble.members, ensembler=ensemble.ensembler,
+                          member_names=[m.name for m in ensemble.record.members], preprocessing=preprocessing,
+                          name="ensemble")
+    model(keras.ops.zeros((1, *image_shape), dtype="uint8"))  # build
+    return model
+
+
+def export_final_ensemble(run_dir: RunDirectory, *, preprocessing: keras.layers.Layer,
+                          image_shape: tuple[int, int, int]) -> dict[str, str]:
+    """Writes the serving formats of the run's final ensemble; returns their paths by format."""
+    model = serving_model(run_dir, preprocessing=preprocessing, image_shape=image_shape)
+    export_dir = run_dir.file(EXPORT_DIR)
+    staging = run_dir.file(f".staging-{EXPORT_DIR}")
+    shutil.rmtree(staging, ignore_errors=True)
+    os.makedirs(staging)
+    model.save(os.path.join(staging, KERAS_FILE))
+    paths = {"keras": os.path.join(export_dir, KERAS_FILE)}
+    if keras.backend.backend() == "tensorflow":
+        _export_saved_model(model, os.path.join(staging, SAVED_MODEL_DIR), image_shape)
+        paths["saved_model"] = os.path.join(export_dir, SAVED_MODEL_DIR)
+    shutil.rmtree(export_dir, ignore_errors=True)
+    os.replace(staging, export_dir)
+    return paths
+
+
+def _export_saved_model(model: EnsembleModel, path: str, image_shape: tuple[int, int, int]) -> None:
+    import tensorflow as tf
+
+    signature = [tf.TensorSpec(shape=(None, *image_shape), dtype=tf.uint8, name="images")]
+    model.export(path, format="tf_saved_model", input_signature=signature, verbose=False)

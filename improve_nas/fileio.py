@@ -1,0 +1,65 @@
+"""File access for run directories: atomic writes, so a reader never sees half a file.
+
+Every write goes to a temporary name in the same directory and is renamed into place (`os.replace` is atomic on
+POSIX). Object-store paths (`gs://`) are refused with a clear message until the cloud support lands.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from typing import Any
+
+from improve_nas.errors import UsageError
+
+
+def check_local(path: str) -> str:
+    if "://" in path:
+        raise UsageError(f"not implemented yet: run directories on object stores ({path!r}); use a local path")
+    return path
+
+
+def write_text(path: str, text: str) -> None:
+    """Writes `text` to `path` atomically."""
+    with atomic_path(path) as temporary:
+        with open(temporary, "w", encoding="utf-8") as stream:
+            stream.write(text)
+
+
+def read_json(path: str) -> Any:
+    with open(path, encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def write_json(path: str, value: Any) -> None:
+    write_text(path, json.dumps(value, indent=2, sort_keys=True) + "\n")
+
+
+class atomic_path:
+    """Context manager yielding a temporary file name that replaces `path` on success and vanishes on failure."""
+
+    def __init__(self, path: str, suffix: str = ""):
+        self._path = path
+        directory = os.path.dirname(path) or "."
+        os.makedirs(directory, exist_ok=True)
+        handle, self._temporary = tempfile.mkstemp(dir=directory, prefix=".tmp-",
+                                                   suffix=suffix or os.path.basename(path))
+        os.close(handle)
+
+    def __enter__(self) -> str:
+        return self._temporary
+
+    def __exit__(self, error_type, error, traceback) -> None:
+        if error_type is None:
+            os.replace(self._temporary, self._path)
+        elif os.path.exists(self._temporary):
+            os.remove(self._temporary)
+
+
+def publish_directory(staging: str, final: str) -> None:
+    """Renames a fully written staging directory into place, so `final` exists whole or not at all."""
+    if os.path.exists(final):
+        shutil.rmtree(final)
+    os.replace(staging, final)

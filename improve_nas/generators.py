@@ -1,0 +1,47 @@
+"""The improve_nas subnetwork generators: what each AdaNet iteration tries (SPEC_ORIGINAL §2.3)."""
+
+from __future__ import annotations
+
+from improve_nas.adanet.subnetwork import EnsembleRecord, Generator
+from improve_nas.config import HParams
+from improve_nas.subnetworks import NASNetBuilder
+
+DEEPER_CELLS = 3  # the dynamic generator's "deeper" candidate adds one cell per stack
+WIDER_FILTERS = 10  # and its "wider" candidate adds this many base filters
+
+
+class SimpleGenerator(Generator):
+    """The same NASNet every iteration: after B iterations, an ensemble of B identical architectures."""
+
+    def __init__(self, hparams: HParams, *, iteration_steps: int):
+        self._builder = NASNetBuilder(hparams, total_training_steps=iteration_steps)
+
+    def generate_candidates(self, previous_ensemble, iteration):
+        return [self._builder]
+
+
+class DynamicGenerator(Generator):
+    """A deeper (+3 cells) and a wider (+10 filters) NASNet than the member chosen last.
+
+    It grows from the previous ensemble's *last* member, read from the plain values that member persisted (not from
+    graph tensors, which the original tried and which could not work after iteration 0). The starting architecture
+    itself is never a candidate: iteration 0 already grows it.
+    """
+
+    def __init__(self, hparams: HParams, *, iteration_steps: int):
+        self._base = NASNetBuilder(hparams, total_training_steps=iteration_steps)
+
+    def generate_candidates(self, previous_ensemble: EnsembleRecord | None, iteration: int):
+        cells, filters = self._base.hparams.num_cells, self._base.hparams.num_conv_filters
+        if previous_ensemble is not None and previous_ensemble.members:
+            last = previous_ensemble.members[-1].shared
+            cells, filters = int(last["num_cells"]), int(last["num_conv_filters"])
+        return [self._base.with_architecture(num_cells=cells + DEEPER_CELLS, num_conv_filters=filters),
+                self._base.with_architecture(num_cells=cells, num_conv_filters=filters + WIDER_FILTERS)]
+
+
+GENERATORS = {"simple": SimpleGenerator, "dynamic": DynamicGenerator}
+
+
+def make_generator(hparams: HParams, *, iteration_steps: int) -> Generator:
+    return GENERATORS[hparams.generator](hparams, iteration_steps=iteration_steps)

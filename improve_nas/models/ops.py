@@ -1,0 +1,194 @@
+"""The operations a NASNet-A cell applies to its hidden states (SPEC_ORIGINAL §3.5).
+
+Every operation maps its input to ``filters`` channels. `make_operation` builds one by
+the name used in `genotype`.
+"""
+
+from __future__ import annotations
+
+import keras
+
+from improve_nas.models import genotype
+from improve_nas.models.layers import (
+    BlockSettings,
+    ReluConvBN,
+    SettingsLayer,
+    activation,
+    batch_norm,
+    clip_if_bounded,
+    conv2d,
+    separable_conv2d,
+)
+
+
+@keras.saving.register_keras_serializable(package="improve_nas")
+class StackedSeparableConv(SettingsLayer):
+    """``separable_KxK_2``: two ``activation → separable conv → BN`` blocks.
+
+    Only the first block is strided. With bounded activations the output is clipped to ±6.
+
+    Args:
+        filters: Output channels of both blocks.
+        kernel_size: Depthwise kernel size K.
+        strides: Stride of the first block.
+        settings: Shared block settings.
+    """
+
+    def __init__(self, *, filters: int, kernel_size: int, strides: int = 1, **kwargs):
+        super().__init__(**kwargs)
+        self.filters = filters
+        self.kernel_size = kernel_size
+        self.strides = strides
+        self.separable_1 = separable_conv2d(filters, kernel_size, self.settings, strides=strides, name="separable_1")
+        self.bn_1 = batch_norm(self.settings, name="bn_1")
+        self.separable_2 = separable_conv2d(filters, kernel_size, self.settings, name="separable_2")
+        self.bn_2 = batch_norm(self.settings, name="bn_2")
+
+    def build(self, input_shape):
+        self.separable_1.build(input_shape)
+        output_shape = self.compute_output_shape(input_shape)
+        self.bn_1.build(output_shape)
+        self.separable_2.build(output_shape)
+        self.bn_2.build(output_shape)
+
+    def compute_output_shape(self, input_shape):
+        return self.output_shape_for(input_shape, channels=self.filters, strides=self.strides)
+
+    def call(self, x, training=False):
+        x = self.bn_1(self.separable_1(activation(x, self.settings)), training=training)
+        x = self.bn_2(self.separable_2(activation(x, self.settings)), training=training)
+        return clip_if_bounded(x, self.settings)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "filters": self.filters,
+            "kernel_size": self.kernel_size,
+            "strides": self.strides,
+        }
+
+
+@keras.saving.register_keras_serializable(package="improve_nas")
+class Pool(SettingsLayer):
+    """``avg_pool_3x3`` / ``max_pool_3x3`` with SAME padding, projected to ``filters``.
+
+    Average pooling excludes the padded cells from the mean (TF semantics, which Keras
+    SAME pooling has on every backend; `tests/test_models.py` checks it). When the input
+    width differs from ``filters``, a ``conv 1×1 → BN`` follows, without activation.
+    With bounded activations the input gets a ReLU6 and the output is clipped to ±6.
+
+    Args:
+        kind: ``"avg"`` or ``"max"``.
+        filters: Output channels.
+        input_channels: Channels of the input (decides the projection).
+        strides: Pool stride.
+        settings: Shared block settings.
+    """
+
+    def __init__(self, *, kind: str, filters: int, input_channels: int, strides: int = 1, **kwargs):
+        super().__init__(**kwargs)
+        self.kind = kind
+        self.filters = filters
+        self.input_channels = input_channels
+        self.strides = strides
+        pool_class = {"avg": keras.layers.AveragePooling2D, "max": keras.layers.MaxPooling2D}[kind]
+        self.pool = pool_class(3, strides=strides, padding="same", data_format=self.settings.data_format, name="pool")
+        self.project = input_channels != filters
+        if self.project:
+            self.conv = conv2d(filters, 1, self.settings, name="conv")
+            self.bn = batch_norm(self.settings, name="bn")
+
+    def build(self, input_shape):
+        self.pool.build(input_shape)
+        if self.project:
+            pooled = self.output_shape_for(input_shape, channels=self.input_channels, strides=self.strides)
+            self.conv.build(pooled)
+            self.bn.build(self.compute_output_shape(input_shape))
+
+    def compute_output_shape(self, input_shape):
+        return self.output_shape_for(input_shape, channels=self.filters, strides=self.strides)
+
+    def call(self, x, training=False):
+        if self.settings.bounded_activation:
+            x = keras.ops.relu6(x)
+        x = self.pool(x)
+        if self.project:
+            x = self.bn(self.conv(x), training=training)
+        return clip_if_bounded(x, self.settings)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "kind": self.kind,
+            "filters": self.filters,
+            "input_channels": self.input_channels,
+            "strides": self.strides,
+        }
+
+
+@keras.saving.register_keras_serializable(package="improve_nas")
+class Identity(SettingsLayer):
+    """The ``none`` op: identity, or ``activation → conv 1×1 (stride) → BN`` when it must
+    change the stride or the width. Drop path never applies to it (see `cells.Cell`).
+
+    Args:
+        filters: Output channels.
+        input_channels: Channels of the input.
+        strides: Stride; > 1 forces the projection.
+        settings: Shared block settings.
+    """
+
+    def __init__(self, *, filters: int, input_channels: int, strides: int = 1, **kwargs):
+        super().__init__(**kwargs)
+        self.filters = filters
+        self.input_channels = input_channels
+        self.strides = strides
+        self.project = strides > 1 or input_channels != filters
+        if self.project:
+            self.projection = ReluConvBN(
+                filters=filters, strides=strides, clip_output=True, settings=self.settings, name="projection"
+            )
+
+    def build(self, input_shape):
+        if self.project:
+            self.projection.build(input_shape)
+
+    def compute_output_shape(self, input_shape):
+        return self.output_shape_for(input_shape, channels=self.filters, strides=self.strides)
+
+    def call(self, x, training=False):
+        return self.projection(x, training=training) if self.project else x
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "filters": self.filters,
+            "input_channels": self.input_channels,
+            "strides": self.strides,
+        }
+
+
+_SEPARABLE_KERNELS = {genotype.SEPARABLE_3X3: 3, genotype.SEPARABLE_5X5: 5, genotype.SEPARABLE_7X7: 7}
+_POOL_KINDS = {genotype.AVG_POOL_3X3: "avg", genotype.MAX_POOL_3X3: "max"}
+
+
+def make_operation(
+    operation: str, *, filters: int, input_channels: int, strides: int, settings: BlockSettings, name: str
+) -> keras.layers.Layer:
+    """Builds the layer for one genotype operation name (see `genotype.KNOWN_OPERATIONS`)."""
+    if operation in _SEPARABLE_KERNELS:
+        return StackedSeparableConv(
+            filters=filters, kernel_size=_SEPARABLE_KERNELS[operation], strides=strides, settings=settings, name=name
+        )
+    if operation in _POOL_KINDS:
+        return Pool(
+            kind=_POOL_KINDS[operation],
+            filters=filters,
+            input_channels=input_channels,
+            strides=strides,
+            settings=settings,
+            name=name,
+        )
+    if operation == genotype.IDENTITY:
+        return Identity(filters=filters, input_channels=input_channels, strides=strides, settings=settings, name=name)
+    raise ValueError(f"no layer for operation {operation!r}")  # genotype validation makes this unreachable

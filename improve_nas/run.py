@@ -1,0 +1,194 @@
+"""One training run: Config -> data -> AdaNet iterations -> report and export.
+
+This is where improve_nas's pieces meet the generic engine: the configuration becomes `EngineSettings`, the dataset
+becomes numpy partitions, the hparams become a NASNet generator and the data params an augmentation layer.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+
+from improve_nas import fileio
+from improve_nas.config import Config
+from improve_nas.data import ImageDataset, load_dataset
+from improve_nas.errors import UsageError
+from improve_nas.report import build_report, write_report
+
+CONFIG_JSON = "config.json"
+ENV_JSON = "env.json"
+# Settings that may change between a run and its resumption: they do not change what is trained.
+RESUMABLE_CHANGES = frozenset({"model_dir", "data_dir", "preset", "save_summary_steps", "save_checkpoints_secs",
+                               "save_checkpoints_steps", "keep_checkpoint_max", "eval_steps", "tf_random_seed"})
+
+
+def train(config: Config) -> dict:
+    """Grows the ensemble described by `config` in `config.model_dir`, resuming what is there.
+
+    Everything that can be wrong with the input is checked before `model_dir` is touched.
+
+    Returns:
+      The run's report (DESIGN §4).
+    """
+    if not config.dataset:
+        raise UsageError("flag --dataset is required (or a --preset that sets it)")
+    model_dir = fileio.check_local(config.model_dir)
+    stored = _stored_config(model_dir)
+    if stored is not None:
+        _check_same_run(stored, config)
+    dataset = load_dataset(config.dataset, data_dir=config.data_dir, seed=0)
+
+    from improve_nas.adanet.engine import grow_ensemble
+    from improve_nas.adanet.run_directory import RunDirectory
+    from improve_nas.environment import describe_environment
+
+    run_dir = RunDirectory(model_dir)
+    seed = _resolve_seed(config, model_dir)
+    os.makedirs(model_dir, exist_ok=True)
+    fileio.write_json(os.path.join(model_dir, CONFIG_JSON), config.to_dict())
+    fileio.write_json(os.path.join(model_dir, ENV_JSON), describe_environment(seed=seed))
+
+    finished = run_dir.finished_iterations()
+    if len(finished) >= config.hparams.boosting_iterations:
+        print(f"run in {model_dir} already finished ({len(finished)} iterations); nothing to do", flush=True)
+        return _write_report(model_dir, dataset, run_dir.summaries())
+
+    from improve_nas.generators import make_generator
+
+    settings = engine_settings(config, seed=seed)
+    report_entries = grow_ensemble(
+        run_dir=run_dir, settings=settings, data=partitions(dataset, config, seed=seed),
+        generator=make_generator(config.hparams, iteration_steps=config.iteration_steps),
+        make_preprocessing=lambda layer_seed: make_augmentation(config, seed=layer_seed),
+        make_callbacks=_summary_callbacks(config, run_dir),
+        on_iteration_end=lambda summary: _on_iteration_end(config, run_dir, dataset, summary))
+    from improve_nas.export import export_final_ensemble
+
+    export_final_ensemble(run_dir, preprocessing=make_augmentation(config, seed=seed),
+                          image_shape=dataset.image_shape)
+    return _write_report(model_dir, dataset, report_entries)
+
+
+def engine_settings(config: Config, *, seed: int):
+    """The engine's view of a configuration."""
+    from improve_nas.adanet.engine import EngineSettings
+    from improve_nas.adanet.ensemblers import EnsemblerSpec
+    from improve_nas.adanet.iteration_model import LossSpec
+
+    hp = config.hparams
+    return EngineSettings(
+        num_iterations=hp.boosting_iterations, iteration_steps=config.iteration_steps,
+        batch_size=config.batch_size, optimizer=hp.optimizer, learning_rate=hp.initial_learning_rate,
+        schedule=hp.learning_rate_schedule, clip_norm=float(hp.clip_gradients),
+        loss=LossSpec(label_smoothing=hp.label_smoothing, distillation=hp.knowledge_distillation,
+                      aux_head_weight=hp.aux_head_weight),
+        ensembler=EnsemblerSpec(weight_type=hp.mixture_weight_type, adanet_lambda=hp.adanet_lambda,
+                                adanet_beta=hp.adanet_beta, use_bias=hp.use_mixture_bias,
+                                learn_mixture_weights=hp.learn_mixture_weights),
+        force_grow=hp.force_grow, use_evaluator=hp.use_evaluator or hp.selection == "holdout",
+        evaluator_batch_size=hp.resolved_evaluator_batch_size, evaluator_steps=hp.resolved_evaluator_steps,
+        eval_batch_size=config.batch_size, eval_steps=config.eval_steps,
+        checkpoint_steps=config.save_checkpoints_steps, checkpoint_secs=config.save_checkpoints_secs,
+        keep_checkpoint_max=config.keep_checkpoint_max, seed=seed,
+        jit_compile=False if _backend() == "tensorflow" else "auto")
+
+
+def partitions(dataset: ImageDataset, config: Config, *, seed: int):
+    """Training, selection and test arrays; `selection=holdout` carves the selection split out of training."""
+    from improve_nas.adanet.engine import Partitions
+
+    x_train, y_train = dataset.x_train, dataset.y_train
+    x_select, y_select = x_train, y_train
+    if config.hparams.selection == "holdout":
+        import numpy as np
+
+        order = np.random.default_rng([seed, 7]).permutation(len(x_train))
+        cut = int(round(len(x_train) * config.hparams.holdout_fraction))
+        if cut < 1 or cut >= len(x_train):
+            raise UsageError(f"hparam holdout_fraction={config.hparams.holdout_fraction} leaves no training or no "
+                             f"holdout examples out of {len(x_train)}")
+        x_select, y_select = x_train[order[:cut]], y_train[order[:cut]]
+        x_train, y_train = x_train[order[cut:]], y_train[order[cut:]]
+    return Partitions(x_train=x_train, y_train=y_train, x_select=x_select, y_select=y_select,
+                      x_test=dataset.x_test, y_test=dataset.y_test, num_classes=dataset.num_classes)
+
+
+def _backend() -> str:
+    import keras
+
+    return keras.backend.backend()
+
+
+def make_augmentation(config: Config, *, seed: int):
+    from improve_nas.data.augment import ImageAugmentation
+
+    params = config.data_params
+    return ImageAugmentation(augmentation=params.augmentation, cutout=params.cutout, pad=params.pad,
+                             cutout_size=params.cutout_size, seed=seed)
+
+
+def _summary_callbacks(config: Config, run_dir):
+    """TensorBoard callbacks for each iteration's training, or None where TensorFlow is not installed."""
+    from improve_nas import tensorboard
+
+    if not tensorboard.available():
+        print("TensorFlow is not installed: no TensorBoard summaries will be written", flush=True)
+        return None
+
+    def make(model, iteration, start_step):
+        return [tensorboard.TrainingSummaries(
+            root=run_dir.tensorboard_dir, every_steps=config.save_summary_steps,
+            base_step=iteration * config.iteration_steps, start_step=start_step,
+            member_names=list(model.member_names), candidate_names=list(model.candidate_names))]
+    return make
+
+
+def _on_iteration_end(config: Config, run_dir, dataset: ImageDataset, summary: dict) -> None:
+    from improve_nas import tensorboard
+
+    if tensorboard.available():
+        tensorboard.write_iteration_summary(run_dir.tensorboard_dir, summary)
+    _write_report(config.model_dir, dataset, run_dir.summaries())
+
+
+def _write_report(model_dir: str, dataset: ImageDataset, entries: list[dict]) -> dict:
+    report = build_report(dataset=dataset.name, num_classes=dataset.num_classes, iterations=entries)
+    write_report(model_dir, report)
+    return report
+
+
+def _stored_config(model_dir: str) -> Config | None:
+    path = os.path.join(model_dir, CONFIG_JSON)
+    return Config.from_json(open(path, encoding="utf-8").read()) if os.path.exists(path) else None
+
+
+def _check_same_run(stored: Config, config: Config) -> None:
+    """Refuses to continue a run directory written with a different configuration."""
+    differing = sorted(_differences(stored.to_dict(), config.to_dict()) - RESUMABLE_CHANGES)
+    if config.tf_random_seed is not None and stored.tf_random_seed not in (None, config.tf_random_seed):
+        differing.append("tf_random_seed")
+    if differing:
+        raise UsageError(f"model_dir {config.model_dir!r} holds a run with a different configuration (differing: "
+                         f"{', '.join(differing)}); use a new --model_dir or the original flags")
+
+
+def _differences(old: dict, new: dict) -> set[str]:
+    """Names of the settings that differ; hparams and data_params by their own names."""
+    keys = set()
+    for key in set(old) | set(new):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            keys |= {name for name in set(a) | set(b) if a.get(name) != b.get(name)}
+        elif a != b:
+            keys.add(key)
+    return keys
+
+
+def _resolve_seed(config: Config, model_dir: str) -> int:
+    """The run's root seed: the flag, else the one a previous attempt recorded, else a fresh one."""
+    if config.tf_random_seed is not None:
+        return config.tf_random_seed
+    env_path = os.path.join(model_dir, ENV_JSON)
+    if os.path.exists(env_path):
+        return int(fileio.read_json(env_path)["seed"])
+    return random.SystemRandom().randrange(2**31)

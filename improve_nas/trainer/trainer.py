@@ -1,0 +1,64 @@
+"""The original entry point, kept thin: flags -> Config -> run.
+
+    python -m improve_nas.trainer.trainer --preset=quickstart --model_dir=/tmp/quickstart
+    cd improve_nas && python -m trainer.trainer ...      # as in the 2019 README, once the package is installed
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from absl import app, flags
+
+from improve_nas.errors import UsageError
+from improve_nas.trainer import flags as trainer_flags
+from improve_nas.trainer.flags import FLAGS, explicit_config_flags
+
+flags.adopt_module_key_flags(trainer_flags)  # so --helpshort lists them
+
+
+def parse_flags_or_exit(argv: list[str]) -> list[str]:
+    """absl's parser, but a bad flag is one line on stderr and exit code 2 (not a usage dump)."""
+    try:
+        return FLAGS(argv)
+    except flags.Error as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+
+
+def resolve_model_dir() -> str:
+    """--model_dir, else --job-dir (what Vertex AI passes), else Vertex's AIP_MODEL_DIR."""
+    model_dir = FLAGS.model_dir or FLAGS["job-dir"].value or os.environ.get("AIP_MODEL_DIR", "")
+    if not model_dir:
+        raise UsageError("flag --model_dir is required (or --job-dir, or the AIP_MODEL_DIR environment variable)")
+    return model_dir
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) > 1:
+        print(f"error: unexpected positional arguments: {' '.join(argv[1:])}", file=sys.stderr)
+        return 2
+    from improve_nas import run  # deferred: keeps `--help` fast and free of TensorFlow start-up
+    from improve_nas.presets import resolve_config
+
+    try:
+        config = resolve_config(
+            preset=FLAGS.preset,
+            flags=dict(explicit_config_flags(), model_dir=resolve_model_dir()),
+            hparams=FLAGS.hparams, data_params=FLAGS.data_params)
+        run.train(config)
+    except UsageError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def run_main(argv: list[str] | None = None) -> None:
+    """Console-script and `python -m` entry point."""
+    argv = list(sys.argv if argv is None else argv)
+    app.run(lambda args: sys.exit(main(args)), argv=argv, flags_parser=parse_flags_or_exit)
+
+
+if __name__ == "__main__":
+    run_main()

@@ -1,0 +1,418 @@
+"""`improve-nas submit` and the Vertex AI job specs: checks before anything happens, packaging, upload, job creation.
+
+Uploads go to a local GCS emulator; job creation goes to a fake `gcloud` on PATH or to a recorder in place of the
+REST call. Nothing is sent beyond 127.0.0.1.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import tarfile
+import textwrap
+
+import pytest
+import yaml
+from gcs_emulator import gcs_emulator  # noqa: F401  (fixture)
+
+from improve_nas import cli, gcs
+from improve_nas.cloud import SubmitRequest, load_job_spec, plan_job, submit, vertex
+from improve_nas.cloud import machines, package, train_flags
+from improve_nas.errors import UsageError
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIG = os.path.join(ROOT, "config.yaml")
+CONFIG_TEST = os.path.join(ROOT, "config_test.yaml")
+CLI = [sys.executable, "-m", "improve_nas.cli"]
+
+GOOD_SPEC = """
+workerPoolSpecs:
+  - machineSpec: {machineType: n1-standard-8, acceleratorType: NVIDIA_TESLA_T4, acceleratorCount: 1}
+    replicaCount: 1
+    pythonPackageSpec:
+      executorImageUri: us-docker.pkg.dev/vertex-ai/training/tf-gpu.2-17.py310:latest
+      pythonModule: improve_nas.trainer.trainer
+      args: [--preset=smoke]
+"""
+
+
+def spec_with(**replacements):
+    """GOOD_SPEC with textual replacements (old=new pairs given as tuples)."""
+    text = GOOD_SPEC
+    for old, new in replacements.values():
+        assert old in text, old
+        text = text.replace(old, new)
+    return text
+
+
+def machine(text):
+    return ("{machineType: n1-standard-8, acceleratorType: NVIDIA_TESLA_T4, acceleratorCount: 1}", text)
+
+
+# case -> (spec text, fragment the error must contain)
+BROKEN_SPECS = {
+    "old ML Engine key": (GOOD_SPEC + "scaleTier: CUSTOM\n", "unknown key scaleTier"),
+    "unknown nested key": (spec_with(m=machine("{machineType: n1-standard-8, gpuType: T4}")),
+                           "unknown key workerPoolSpecs[0].machineSpec.gpuType"),
+    "missing machine type": (spec_with(m=machine("{acceleratorType: NVIDIA_TESLA_T4, acceleratorCount: 1}")),
+                             "missing required field workerPoolSpecs[0].machineSpec.machineType"),
+    "missing module": (spec_with(m=("      pythonModule: improve_nas.trainer.trainer\n", "")),
+                       "missing required field workerPoolSpecs[0].pythonPackageSpec.pythonModule"),
+    "missing replica count": (spec_with(m=("    replicaCount: 1\n", "")),
+                              "missing required field workerPoolSpecs[0].replicaCount"),
+    "replica count as text": (spec_with(m=("replicaCount: 1", "replicaCount: one")),
+                              "workerPoolSpecs[0].replicaCount must be an integer"),
+    "accelerator count as bool": (spec_with(m=("acceleratorCount: 1", "acceleratorCount: true")),
+                                  "workerPoolSpecs[0].machineSpec.acceleratorCount must be an integer"),
+    "no replicas": (spec_with(m=("replicaCount: 1", "replicaCount: 0")), "workerPoolSpecs[0].replicaCount=0"),
+    "two replicas": (spec_with(m=("replicaCount: 1", "replicaCount: 2")), "workerPoolSpecs[0].replicaCount=2"),
+    "wrong module": (spec_with(m=("pythonModule: improve_nas.trainer.trainer", "pythonModule: trainer.trainer")),
+                     "workerPoolSpecs[0].pythonPackageSpec.pythonModule='trainer.trainer'"),
+    "L4 on an A2": (spec_with(m=machine("{machineType: a2-highgpu-4g, acceleratorType: NVIDIA_L4, "
+                                        "acceleratorCount: 4}")),
+                    "workerPoolSpecs[0].machineSpec.acceleratorType='NVIDIA_L4' does not fit machineType a2-highgpu"),
+    "2 GPUs on a 4-GPU A2": (spec_with(m=machine("{machineType: a2-highgpu-4g, acceleratorType: NVIDIA_TESLA_A100, "
+                                                 "acceleratorCount: 2}")),
+                             "workerPoolSpecs[0].machineSpec.acceleratorCount=2 does not fit a2-highgpu-4g"),
+    "A2 without its GPUs": (spec_with(m=machine("{machineType: a2-highgpu-1g}")),
+                            "workerPoolSpecs[0].machineSpec.acceleratorType is required"),
+    "8 T4s on an N1": (spec_with(m=("acceleratorCount: 1", "acceleratorCount: 8")),
+                       "workerPoolSpecs[0].machineSpec.acceleratorCount=8"),
+    "H100 on an N1": (spec_with(m=("NVIDIA_TESLA_T4", "NVIDIA_H100_80GB")),
+                      "workerPoolSpecs[0].machineSpec.acceleratorType='NVIDIA_H100_80GB'"),
+    "2 L4s on a small G2": (spec_with(m=machine("{machineType: g2-standard-8, acceleratorType: NVIDIA_L4, "
+                                                "acceleratorCount: 2}")),
+                            "workerPoolSpecs[0].machineSpec.acceleratorCount=2"),
+    "GPU on a CPU machine": (spec_with(m=("n1-standard-8", "e2-standard-8")),
+                             "workerPoolSpecs[0].machineSpec.acceleratorType='NVIDIA_TESLA_T4'"),
+    "count without type": (spec_with(m=machine("{machineType: n1-standard-8, acceleratorCount: 1}")),
+                           "workerPoolSpecs[0].machineSpec.acceleratorCount=1 needs an acceleratorType"),
+    "type without count": (spec_with(m=machine("{machineType: n1-standard-8, acceleratorType: NVIDIA_TESLA_T4}")),
+                           "missing required field workerPoolSpecs[0].machineSpec.acceleratorCount"),
+    "unknown machine type": (spec_with(m=("n1-standard-8", "x9-mega-1")),
+                             "workerPoolSpecs[0].machineSpec.machineType='x9-mega-1' is not a known"),
+    "package URIs given": (spec_with(m=("      args:", "      packageUris: [gs://b/old.tar.gz]\n      args:")),
+                           "workerPoolSpecs[0].pythonPackageSpec.packageUris must be empty"),
+    "bad train flag in args": (spec_with(m=("[--preset=smoke]", "[--learning_rate=3]")),
+                               "workerPoolSpecs[0].pythonPackageSpec.args: unknown train flag --learning_rate"),
+    "two worker pools": (GOOD_SPEC + GOOD_SPEC.replace("workerPoolSpecs:\n", ""),
+                         "workerPoolSpecs holds 2 worker pools"),
+    "pools not a list": ("workerPoolSpecs: {replicaCount: 1}\n", "workerPoolSpecs must be a list"),
+    "small disk": (spec_with(m=("    replicaCount: 1\n", "    replicaCount: 1\n    diskSpec: {bootDiskSizeGb: 50}\n")),
+                   "workerPoolSpecs[0].diskSpec.bootDiskSizeGb=50"),
+    "timeout in days": (GOOD_SPEC + "scheduling: {timeout: 7d}\n", "scheduling.timeout='7d'"),
+    "output dir not on gs": (GOOD_SPEC + "baseOutputDirectory: {outputUriPrefix: /tmp/out}\n",
+                             "baseOutputDirectory.outputUriPrefix='/tmp/out' must be a gs:// URL"),
+    "not YAML": ("workerPoolSpecs: [\n", "not valid YAML"),
+    "empty file": ("", "the job spec must be a mapping"),
+}
+
+
+@pytest.fixture
+def no_gcloud(tmp_path, monkeypatch):
+    """A PATH without gcloud (this machine may have a real one, which must never run in tests)."""
+    empty = tmp_path / "empty-bin"
+    empty.mkdir()
+    monkeypatch.setenv("PATH", str(empty))
+
+
+@pytest.fixture
+def fake_gcloud(tmp_path, monkeypatch):
+    """A `gcloud` on PATH that records its arguments and the job spec it was given, and succeeds."""
+    bin_dir = tmp_path / "fake-bin"
+    bin_dir.mkdir()
+    record = tmp_path / "gcloud-calls.jsonl"
+    script = bin_dir / "gcloud"
+    script.write_text(textwrap.dedent(f"""\
+        #!{sys.executable}
+        import json, sys
+        config = [arg.split("=", 1)[1] for arg in sys.argv[1:] if arg.startswith("--config=")]
+        spec = open(config[0]).read() if config else None
+        with open({str(record)!r}, "a") as log:
+            log.write(json.dumps({{"argv": sys.argv[1:], "spec": spec}}) + "\\n")
+        """))
+    script.chmod(0o755)
+    monkeypatch.setenv("PATH", str(bin_dir))
+    return record
+
+
+def calls(record):
+    return [json.loads(line) for line in record.read_text().splitlines()] if record.exists() else []
+
+
+def run_cli(argv, capsys):
+    """`improve-nas ARGV` in this process: (exit code, stdout, stderr)."""
+    code = cli.main(argv)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def submit_argv(config, *train, extra=()):
+    return ["submit", f"--config={config}", "--region=us-central1", "--staging_bucket=gs://b", *extra, "--", *train]
+
+
+# --- the job spec files -------------------------------------------------------------------------------------
+
+
+def test_shipped_specs_are_valid_and_run_the_trainer():
+    paper, smoke = load_job_spec(CONFIG), load_job_spec(CONFIG_TEST)
+    for spec in (paper, smoke):
+        pool = spec["workerPoolSpecs"][0]
+        assert pool["pythonPackageSpec"]["pythonModule"] == "improve_nas.trainer.trainer"
+        assert pool["replicaCount"] == 1 and not pool["pythonPackageSpec"]["packageUris"]
+        assert "tf-gpu" in pool["pythonPackageSpec"]["executorImageUri"]
+    assert paper["workerPoolSpecs"][0]["machineSpec"]["acceleratorCount"] > 1  # several GPUs, one machine
+    assert smoke["workerPoolSpecs"][0]["machineSpec"]["acceleratorCount"] == 1
+    assert paper["workerPoolSpecs"][0]["pythonPackageSpec"]["args"] == ["--preset=paper_cifar10"]
+    assert smoke["workerPoolSpecs"][0]["pythonPackageSpec"]["args"] == ["--preset=smoke"]
+
+
+@pytest.mark.parametrize("case", sorted(BROKEN_SPECS))
+def test_broken_spec_exits_2_naming_the_field(case, tmp_path, capsys):
+    text, fragment = BROKEN_SPECS[case]
+    path = tmp_path / "job.yaml"
+    path.write_text(text)
+    code, out, err = run_cli(submit_argv(path, "--dataset=fake", extra=["--dry_run"]), capsys)  # never uploads
+    assert code == 2 and out == ""
+    assert err.startswith(f"error: {path}: ") and fragment in err and err.count("\n") == 1
+
+
+def test_missing_spec_file_is_a_usage_error(tmp_path):
+    with pytest.raises(UsageError, match="cannot read"):
+        load_job_spec(str(tmp_path / "nope.yaml"))
+
+
+@pytest.mark.parametrize("case", ["L4 on an A2", "old ML Engine key", "wrong module"])
+def test_broken_spec_exits_2_from_the_command_line(case, tmp_path):
+    text, fragment = BROKEN_SPECS[case]
+    (tmp_path / "job.yaml").write_text(text)
+    result = subprocess.run(CLI + submit_argv(tmp_path / "job.yaml", "--dataset=fake", extra=["--dry_run"]),
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: ") and fragment in result.stderr
+    assert result.stdout == ""
+
+
+@pytest.mark.parametrize("machine_type, accelerator, counts", [
+    ("a2-highgpu-8g", "NVIDIA_TESLA_A100", (8,)),
+    ("a2-ultragpu-2g", "NVIDIA_A100_80GB", (2,)),
+    ("a3-highgpu-8g", "NVIDIA_H100_80GB", (8,)),
+    ("g2-standard-48", "NVIDIA_L4", (4,)),
+    ("n1-highmem-16", "NVIDIA_TESLA_V100", (1, 2, 4, 8)),
+])
+def test_machine_table(machine_type, accelerator, counts):
+    rule = machines.accelerator_rule(machine_type)
+    assert rule.accelerators[accelerator] == counts
+    assert machines.accelerator_rule("z9-standard-4") is None
+
+
+# --- train flags ---------------------------------------------------------------------------------------------
+
+
+def test_train_flags_mirror_the_trainer():
+    from absl import flags
+
+    import improve_nas.trainer.flags as trainer_flags
+
+    defined = flags.FLAGS.flags_by_module_dict()[trainer_flags.__name__]
+    kinds = {flag.name: int if flag.flag_type() == "int" else str for flag in defined}
+    assert kinds == train_flags.TRAIN_FLAGS
+    assert train_flags.CONFIG_FLAGS == trainer_flags.CONFIG_FLAGS
+
+
+def test_train_flags_parse_both_absl_forms_and_override_key_by_key():
+    base = train_flags.parse_train_flags(["--preset=smoke", "--batch_size", "8", "--tf_random_seed", "-1"])
+    assert base == {"preset": "smoke", "batch_size": "8", "tf_random_seed": "-1"}
+    merged = train_flags.merge_train_flags(base, {"batch_size": "4", "dataset": "fake"})
+    assert train_flags.format_train_flags(merged) == [
+        "--preset=smoke", "--batch_size=4", "--tf_random_seed=-1", "--dataset=fake"]
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["--learning_rate=3"], "unknown train flag --learning_rate"),
+    (["--batch_size=many"], "--batch_size='many' is not an integer"),
+    (["--batch_size"], "needs a value"),
+    (["smoke"], "unexpected argument 'smoke'"),
+])
+def test_bad_train_flags(argv, fragment):
+    with pytest.raises(UsageError, match=fragment.replace("[", r"\[")):
+        train_flags.parse_train_flags(argv)
+
+
+# --- plan: everything checked before anything happens -------------------------------------------------------
+
+
+def plan(*train, config=CONFIG_TEST, **request):
+    request = dict(dict(config_path=config, region="us-central1", staging_bucket="gs://b"), **request)
+    return plan_job(SubmitRequest(train_flags=train, **request))
+
+
+def test_plan_merges_args_adds_the_run_directory_and_names_the_package():
+    job = plan("--preset=quickstart", "--train_steps=9", display_name="try-1")
+    pool = job.spec["workerPoolSpecs"][0]["pythonPackageSpec"]
+    assert pool["args"] == ["--preset=quickstart", "--train_steps=9", "--job-dir=gs://b/improve_nas/runs/try-1"]
+    assert job.run_dir == "gs://b/improve_nas/runs/try-1"
+    assert pool["packageUris"] == [job.package_uri]
+    assert job.package_uri.startswith("gs://b/improve_nas/packages/improve_nas-")
+    assert job.package_uri.endswith(".tar.gz")
+    assert job.config.train_steps == 9 and job.config.dataset == "digits"  # the quickstart preset's
+    assert load_job_spec(CONFIG_TEST)["workerPoolSpecs"][0]["pythonPackageSpec"]["args"] == ["--preset=smoke"]
+
+
+def test_plan_keeps_a_given_run_directory_or_vertex_output_directory(tmp_path):
+    job = plan("--model_dir=gs://runs/cifar", display_name="x")
+    assert job.run_dir == "gs://runs/cifar"
+    assert not any(arg.startswith("--job-dir") for arg in job.spec["workerPoolSpecs"][0]["pythonPackageSpec"]["args"])
+    spec = tmp_path / "job.yaml"
+    spec.write_text(GOOD_SPEC + "baseOutputDirectory: {outputUriPrefix: gs://out/job}\n")
+    job = plan(config=str(spec), display_name="x")
+    assert job.run_dir == "gs://out/job/model"  # the AIP_MODEL_DIR Vertex AI sets
+    assert job.spec["workerPoolSpecs"][0]["pythonPackageSpec"]["args"] == ["--preset=smoke"]
+
+
+@pytest.mark.parametrize("train, request_, fragment", [
+    (["--hparams=num_cels=3"], {}, "num_cels"),
+    (["--hparams=optimizer=adamw"], {}, "adamw"),
+    (["--preset=paper"], {}, "unknown preset 'paper'"),
+    (["--dataset=cifar11"], {}, "cifar11"),
+    (["--data_params=augmentation=inception"], {}, "inception"),
+    (["--save_checkpoints_steps=5", "--save_checkpoints_secs=5"], {}, "save_checkpoints"),
+    (["--model_dir=/tmp/run"], {}, "must be a gs:// URL"),
+    ([], {"region": "us central"}, "--region='us central'"),
+    ([], {"staging_bucket": "b"}, "--staging_bucket"),
+    ([], {"staging_bucket": "gs://Bucket"}, "--staging_bucket"),
+    ([], {"display_name": "my job"}, "--display_name='my job'"),
+    ([], {"project": "Bad Project"}, "--project='Bad Project'"),
+])
+def test_plan_refuses_bad_input(train, request_, fragment):
+    with pytest.raises(UsageError, match=fragment.replace("(", r"\(")):
+        plan(*train, **request_)
+
+
+def test_missing_dataset_is_refused(tmp_path):
+    spec = tmp_path / "job.yaml"
+    spec.write_text(spec_with(m=("[--preset=smoke]", "[]")))
+    with pytest.raises(UsageError, match="--dataset is required"):
+        plan(config=str(spec))
+
+
+def test_bad_hparam_exits_2_before_anything_is_uploaded(gcs_emulator, fake_gcloud, capsys):
+    code, out, err = run_cli(submit_argv(CONFIG_TEST, "--hparams=num_cells=4"), capsys)
+    assert code == 2 and err.startswith("error: ") and "num_cells=4" in err
+    assert gcs.list_blobs("gs://b") == [] and calls(fake_gcloud) == []
+
+
+# --- dry run ------------------------------------------------------------------------------------------------
+
+
+def test_the_issue_dry_run_command_prints_the_spec_and_touches_nothing(gcs_emulator, fake_gcloud):
+    result = subprocess.run(
+        CLI + ["submit", "--config=config_test.yaml", "--region=us-central1", "--staging_bucket=gs://b",
+               "--dry_run", "--", "--preset=smoke", "--dataset=fake"],
+        capture_output=True, text=True, cwd=ROOT, timeout=300,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    assert result.returncode == 0, result.stderr
+    spec = yaml.safe_load(result.stdout)  # comments + the resolved spec: valid YAML
+    pool = spec["workerPoolSpecs"][0]["pythonPackageSpec"]
+    assert pool["pythonModule"] == "improve_nas.trainer.trainer"
+    assert pool["args"][:2] == ["--preset=smoke", "--dataset=fake"]
+    assert pool["packageUris"][0].startswith("gs://b/improve_nas/packages/improve_nas-")
+    assert "gcloud ai custom-jobs create --region=us-central1 --display-name=improve_nas_smoke_" in result.stdout
+    assert gcs.list_blobs("gs://b") == []  # nothing uploaded
+    assert calls(fake_gcloud) == []  # nothing created
+    assert not os.path.exists(os.path.join(ROOT, "dist"))
+
+
+# --- packaging ----------------------------------------------------------------------------------------------
+
+
+def test_package_name_follows_the_sources(tmp_path):
+    root = tmp_path / "src"
+    (root / "improve_nas" / "__pycache__").mkdir(parents=True)
+    (root / "setup.py").write_text("from setuptools import setup\nsetup(name='improve_nas', version='9.9', "
+                                   "packages=['improve_nas'])\n")
+    (root / "improve_nas" / "__init__.py").write_text('__version__ = "9.9"\n')
+    first = package.find_source_tree(str(root))
+    (root / "improve_nas" / "__pycache__" / "x.pyc").write_bytes(b"junk")
+    assert package.find_source_tree(str(root)).digest == first.digest  # build debris does not count
+    (root / "improve_nas" / "extra.py").write_text("X = 1\n")
+    second = package.find_source_tree(str(root))
+    assert second.digest != first.digest and second.archive_name == f"improve_nas-9.9-{second.digest}.tar.gz"
+    archive = package.build_sdist(second, str(tmp_path))
+    assert os.path.basename(archive) == second.archive_name
+    with tarfile.open(archive) as sdist:
+        names = sdist.getnames()
+    assert any(name.endswith("improve_nas/extra.py") for name in names)
+    assert not any(name.endswith(".pyc") for name in names)
+    assert not (root / "dist").exists()  # built in a copy
+
+
+def test_no_checkout_is_a_usage_error(tmp_path):
+    with pytest.raises(UsageError, match="setup.py"):
+        package.find_source_tree(str(tmp_path))
+
+
+# --- submit -------------------------------------------------------------------------------------------------
+
+
+def uploaded_package(url):
+    """Member names of the sdist stored at `url`."""
+    import io
+
+    with tarfile.open(fileobj=io.BytesIO(gcs.read_bytes(url))) as sdist:
+        return sdist.getnames()
+
+
+def test_submit_without_gcloud_uploads_the_package_and_posts_the_job(gcs_emulator, no_gcloud, monkeypatch):
+    posted = []
+    monkeypatch.setattr(vertex, "post_json", lambda url, body: posted.append((url, body)) or {"name": "jobs/1"})
+    request = SubmitRequest(config_path=CONFIG_TEST, region="us-central1", staging_bucket="gs://b",
+                            train_flags=("--dataset=fake", "--train_steps=6"), display_name="smoke-1",
+                            project="my-project")
+    lines = []
+    submission = submit(request, log=lines.append)
+    assert submission.created_with == "rest" and submission.job_name == "jobs/1"
+    [(url, body)] = posted
+    assert url == ("https://us-central1-aiplatform.googleapis.com/v1/"
+                   "projects/my-project/locations/us-central1/customJobs")
+    assert body["displayName"] == "smoke-1"
+    pool = body["jobSpec"]["workerPoolSpecs"][0]["pythonPackageSpec"]
+    assert pool["pythonModule"] == "improve_nas.trainer.trainer"
+    assert pool["args"] == ["--preset=smoke", "--dataset=fake", "--train_steps=6",
+                            "--job-dir=gs://b/improve_nas/runs/smoke-1"]
+    [package_uri] = pool["packageUris"]
+    assert [obj.url for obj in gcs.list_blobs("gs://b")] == [package_uri]
+    names = uploaded_package(package_uri)
+    assert any(name.endswith("improve_nas/trainer/trainer.py") for name in names)
+    assert any(name.endswith("/setup.py") for name in names)
+
+    submit(request, log=lines.append)  # same sources: the upload is skipped
+    assert any("already uploaded" in line for line in lines)
+    assert len(posted) == 2
+
+
+def test_submit_with_gcloud_creates_the_job_through_it(gcs_emulator, fake_gcloud, capsys):
+    code, out, err = run_cli(submit_argv(CONFIG, "--data_dir=gs://b/tfds", extra=["--display_name=paper-1"]), capsys)
+    assert code == 0, err
+    [call] = calls(fake_gcloud)
+    argv = call["argv"]
+    assert argv[:5] == ["ai", "custom-jobs", "create", "--region=us-central1", "--display-name=paper-1"]
+    assert argv[5].startswith("--config=") and len(argv) == 6
+    spec = yaml.safe_load(call["spec"])
+    pool = spec["workerPoolSpecs"][0]
+    assert pool["machineSpec"] == {"machineType": "a2-highgpu-4g", "acceleratorType": "NVIDIA_TESLA_A100",
+                                   "acceleratorCount": 4}
+    assert pool["pythonPackageSpec"]["pythonModule"] == "improve_nas.trainer.trainer"
+    assert pool["pythonPackageSpec"]["args"] == ["--preset=paper_cifar10", "--data_dir=gs://b/tfds",
+                                                 "--job-dir=gs://b/improve_nas/runs/paper-1"]
+    [package_uri] = pool["pythonPackageSpec"]["packageUris"]
+    assert gcs.exists(package_uri)
+    assert "gcloud ai custom-jobs create" in out
+
+
+def test_failing_gcloud_is_a_one_line_error(gcs_emulator, fake_gcloud, capsys):
+    script = os.path.join(os.environ["PATH"], "gcloud")
+    with open(script, "a") as handle:
+        handle.write("sys.exit(1)\n")
+    code, _, err = run_cli(submit_argv(CONFIG_TEST, "--dataset=fake"), capsys)
+    assert code == 2 and "exit code 1" in err.splitlines()[-1]

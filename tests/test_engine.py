@@ -1,0 +1,187 @@
+"""The iteration loop end to end on tiny Dense subnetworks: growth, selection, resume, report bookkeeping."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+
+from improve_nas.adanet import Builder, EnsemblerSpec, Generator, LossSpec
+from improve_nas.adanet.engine import EngineSettings, Partitions, grow_ensemble, load_final_ensemble
+from improve_nas.adanet.run_directory import RunDirectory
+
+pytestmark = pytest.mark.multibackend
+
+K = 3
+
+
+@keras.saving.register_keras_serializable(package="improve_nas_tests")
+class DenseNet(keras.Model):
+    """Rescaled flat input -> Dense(width) -> logits; enough to learn the toy task."""
+
+    def __init__(self, *, width: int, num_classes: int, **kwargs):
+        super().__init__(**kwargs)
+        self.width, self.num_classes = width, num_classes
+        self.flatten = keras.layers.Flatten()
+        self.hidden = keras.layers.Dense(width, activation="relu")
+        self.head = keras.layers.Dense(num_classes)
+
+    def call(self, x, training=False):
+        h = self.hidden(self.flatten(x))
+        return {"logits": self.head(h), "features": h}
+
+    def get_config(self):
+        return {**super().get_config(), "width": self.width, "num_classes": self.num_classes}
+
+
+@keras.saving.register_keras_serializable(package="improve_nas_tests")
+class Scale(keras.layers.Layer):
+    def call(self, x, training=False):
+        return keras.ops.cast(x, "float32") / 255.0
+
+
+class WidthBuilder(Builder):
+    def __init__(self, width: int):
+        self.width = width
+
+    @property
+    def name(self):
+        return f"dense_{self.width}"
+
+    def shared(self):
+        return {"width": self.width}
+
+    def build_subnetwork(self, *, num_classes, input_shape):
+        return DenseNet(width=self.width, num_classes=num_classes, name=self.name)
+
+
+class SameGenerator(Generator):
+    def generate_candidates(self, previous_ensemble, iteration):
+        return [WidthBuilder(8)]
+
+
+class GrowingGenerator(Generator):
+    """Two candidates, narrower and wider than the last member (like the dynamic generator)."""
+
+    def generate_candidates(self, previous_ensemble, iteration):
+        width = previous_ensemble.members[-1].shared["width"] if previous_ensemble else 4
+        return [WidthBuilder(width + 1), WidthBuilder(width * 4)]
+
+
+def toy_data(seed=0, n=96):
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, K, size=n).astype(np.int32)
+    images = rng.integers(0, 60, size=(n, 4, 4, 1)) + 60 * labels[:, None, None, None]
+    images = images.astype(np.uint8)
+    return Partitions(x_train=images[:64], y_train=labels[:64], x_select=images[:64], y_select=labels[:64],
+                      x_test=images[64:], y_test=labels[64:], num_classes=K)
+
+
+def settings(**overrides):
+    values = dict(num_iterations=3, iteration_steps=6, batch_size=16, optimizer="sgd", learning_rate=0.1,
+                  schedule="cosine", clip_norm=5.0, loss=LossSpec(label_smoothing=0.1, distillation="none"),
+                  checkpoint_steps=2, checkpoint_secs=0, keep_checkpoint_max=2, seed=3, verbose=False,
+                  evaluator_batch_size=32, eval_batch_size=32)
+    values.update(overrides)
+    return EngineSettings(**values)
+
+
+def grow(path, generator=None, data=None, **overrides):
+    return grow_ensemble(run_dir=RunDirectory(str(path)), settings=settings(**overrides),
+                         generator=generator or SameGenerator(), data=data or toy_data(),
+                         make_preprocessing=lambda seed: Scale())
+
+
+def test_force_grow_adds_one_member_per_iteration(tmp_path):
+    summaries = grow(tmp_path / "run")
+    assert [s["iteration"] for s in summaries] == [0, 1, 2]
+    assert [len(s["members"]) for s in summaries] == [1, 2, 3]
+    assert summaries[-1]["members"] == ["t0_dense_8", "t1_dense_8", "t2_dense_8"]
+    assert [s["global_step"] for s in summaries] == [6, 12, 18]
+    per_member = 16 * 8 + 8 + 8 * K + K  # Dense(8) on 4·4·1 inputs, then the logits layer
+    assert [s["trainable_params"] for s in summaries] == [per_member, 2 * per_member, 3 * per_member]
+    # With the simple generator and force_grow nothing is evaluated for selection (SPEC §6.7 rules 1-2).
+    assert all(c["selection_loss"] is None for s in summaries for c in s["candidates"])
+    final = load_final_ensemble(RunDirectory(str(tmp_path / "run")))
+    assert len(final.members) == 3
+    np.testing.assert_allclose(np.ravel(summaries[-1]["mixture_weights"]), [1 / 3] * 3, rtol=1e-6)
+
+
+def test_two_candidates_keep_the_lower_selection_loss_and_grow_from_it(tmp_path):
+    summaries = grow(tmp_path / "run", generator=GrowingGenerator(), num_iterations=2)
+    for summary in summaries:
+        losses = {c["name"]: c["selection_loss"] for c in summary["candidates"]}
+        new = {name: loss for name, loss in losses.items() if name.startswith(f"t{summary['iteration']}_")}
+        assert summary["chosen"] == min(new, key=new.get)
+    first_width = int(summaries[0]["members"][0].split("_")[-1])
+    assert {c["name"] for c in summaries[1]["candidates"] if c["name"].startswith("t1_")} == {
+        f"t1_dense_{first_width + 1}_grow", f"t1_dense_{first_width * 4}_grow"}
+
+
+def test_without_force_grow_the_previous_ensemble_competes(tmp_path):
+    summaries = grow(tmp_path / "run", force_grow=False, num_iterations=2)
+    second = summaries[1]
+    assert second["candidates"][0]["name"] == summaries[0]["chosen"]
+    assert all(c["selection_loss"] is not None for c in second["candidates"])
+    losses = [c["selection_loss"] for c in second["candidates"]]
+    assert second["chosen"] == second["candidates"][int(np.argmin(losses))]["name"]
+
+
+class _Interrupt(keras.callbacks.Callback):
+    def __init__(self, after):
+        super().__init__()
+        self.after = after
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.after -= 1
+        if self.after == 0:
+            raise KeyboardInterrupt("simulated kill")
+
+
+def test_resume_after_a_kill_mid_iteration_loses_and_repeats_nothing(tmp_path):
+    reference = grow(tmp_path / "reference")
+    run_dir = RunDirectory(str(tmp_path / "run"))
+    kill = {"iteration": 1, "after": 3}  # iteration 1, step 3: its last checkpoint is at step 2
+
+    def interrupting(model, iteration, start_step):
+        return [_Interrupt(kill["after"])] if iteration == kill["iteration"] else []
+
+    with pytest.raises(KeyboardInterrupt):
+        grow_ensemble(run_dir=run_dir, settings=settings(), generator=SameGenerator(), data=toy_data(),
+                      make_preprocessing=lambda seed: Scale(), make_callbacks=interrupting)
+    assert run_dir.finished_iterations() == [0]
+    resumed = grow(tmp_path / "run")
+    assert [s["iteration"] for s in resumed] == [0, 1, 2]
+    for got, want in zip(resumed, reference):
+        assert got["members"] == want["members"] and got["global_step"] == want["global_step"]
+        assert got["ensemble"]["accuracy"] == pytest.approx(want["ensemble"]["accuracy"], abs=1e-6)
+        assert got["ensemble"]["loss"] == pytest.approx(want["ensemble"]["loss"], rel=1e-4)
+
+
+def test_a_finished_run_rerun_adds_nothing(tmp_path):
+    first = grow(tmp_path / "run", num_iterations=2)
+    files = sorted(p.relative_to(tmp_path) for p in (tmp_path / "run").rglob("*"))
+    again = grow(tmp_path / "run", num_iterations=2)
+    assert again == first
+    assert sorted(p.relative_to(tmp_path) for p in (tmp_path / "run").rglob("*")) == files
+
+
+def test_learned_mixture_weights_move_and_the_ensemble_learns(tmp_path):
+    summaries = grow(tmp_path / "run", num_iterations=2, iteration_steps=60, learning_rate=0.5,
+                     ensembler=EnsemblerSpec(learn_mixture_weights=True),
+                     loss=LossSpec(label_smoothing=0.1, distillation="adaptive"))
+    weights = np.ravel(summaries[-1]["mixture_weights"])
+    assert not np.allclose(weights, 0.5)
+    assert summaries[-1]["ensemble"]["accuracy"] > 0.8  # chance is 1/3
+
+
+def test_members_loaded_from_disk_are_frozen(tmp_path):
+    from improve_nas.adanet import IterationModel
+
+    grow(tmp_path / "run", num_iterations=1)
+    previous = RunDirectory(str(tmp_path / "run")).load_ensemble(0)
+    model = IterationModel(iteration=1, builders=[WidthBuilder(8)], num_classes=K, input_shape=(4, 4, 1),
+                           previous=previous, preprocessing=Scale(), input_dtype="uint8")
+    own = {id(v) for sub in model.subnetworks for v in sub.trainable_variables}
+    assert own and {id(v) for v in model.trainable_variables} == own
+    assert not any(v.trainable for member in previous.members for v in member.variables)
