@@ -156,17 +156,19 @@ class Cell(SettingsLayer):
             h1 = self.prev_adjustment(activation(prev, self.settings), training=training)
         states = [h0, h1]
 
-        keep_prob = None
+        genotype = self.genotype
+        dropped = [j for j, name in enumerate(genotype.operations) if name != genotype_lib.IDENTITY]
+        scales = None
         if training and self.drop_path_keep_prob < 1.0:
             keep_prob = 1.0 - drop_path_progress * (1.0 - self.drop_path_keep_prob)
+            scales = self.drop_path.scales(ops.shape(net)[0], len(dropped), keep_prob)
 
-        genotype = self.genotype
         for i in range(genotype.num_combinations):
             combined = None
             for j in (2 * i, 2 * i + 1):
                 y = self.operations[j](states[genotype.hiddenstate_indices[j]], training=training)
-                if keep_prob is not None and genotype.operations[j] != genotype_lib.IDENTITY:
-                    y = self.drop_path(y, keep_prob=keep_prob, training=training)
+                if scales is not None and j in dropped:
+                    y = self.drop_path.apply(y, scales[dropped.index(j)])
                 combined = y if combined is None else combined + y
             if self.settings.bounded_activation:
                 combined = ops.relu6(combined)
