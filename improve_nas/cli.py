@@ -55,6 +55,27 @@ def _summary(argv: list[str]) -> int:
     return 0
 
 
+def _bench(argv: list[str]) -> int:
+    parser = _parser("bench", "Training throughput of the AdaNet engine against a plain fit of one NASNet.")
+    parser.add_argument("--preset", default=None, help="start from a preset, as for train")
+    parser.add_argument("--hparams", default="", help="name=value,... as for train")
+    parser.add_argument("--data_params", default="", help="name=value,... as for train")
+    parser.add_argument("--batch_size", type=int, default=None, help="images per step (default: preset's, or 32)")
+    parser.add_argument("--dataset", default="fake", help="as for train (default: fake, generated 32x32x3 images)")
+    parser.add_argument("--steps", type=int, default=None, help="training steps per iteration, the first untimed")
+    parser.add_argument("--iterations", type=int, default=None, help="AdaNet iterations (default: hparams')")
+    parser.add_argument("--format", choices=("text", "json"), default="json")
+    args = parser.parse_args(argv)
+    from improve_nas.bench import DEFAULT_STEPS, bench_config, format_text, run_bench
+
+    config = bench_config(preset=args.preset, hparams=args.hparams, data_params=args.data_params,
+                          batch_size=args.batch_size, dataset=args.dataset,
+                          steps=DEFAULT_STEPS if args.steps is None else args.steps, iterations=args.iterations)
+    result = run_bench(config)
+    print(json.dumps(result) if args.format == "json" else format_text(result))
+    return 0
+
+
 def _submit(argv: list[str]) -> int:
     parser = _parser("submit", "Run training as a Google Cloud Vertex AI custom job; train flags go after --.")
     parser.add_argument("--config", required=True, help="Vertex AI CustomJobSpec YAML, e.g. config.yaml")
@@ -113,7 +134,7 @@ def _parse_shape(text: str) -> tuple[int, int, int]:
 _COMMANDS = {
     "summary": _summary,
     "report": _report,
-    "bench": _not_implemented("improve-nas bench (issue 5)"),
+    "bench": _bench,
     "submit": _submit,
 }
 

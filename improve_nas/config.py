@@ -29,6 +29,7 @@ MIXTURE_WEIGHT_TYPES = ("scalar", "vector", "matrix")
 DATA_FORMATS = ("NHWC", "NCHW")
 SELECTION = ("train", "holdout")
 AUGMENTATIONS = ("basic", "none")
+DISTRIBUTIONS = ("none", "mirrored")  # improve_nas.adanet.distribution
 
 
 @dataclasses.dataclass(frozen=True)
@@ -145,12 +146,14 @@ class Config:
     model_dir: str = ""
     data_dir: str | None = None  # TFDS data directory (local or gs://)
     preset: str | None = None  # the preset the run started from, for the record
+    distribution: str = "none"  # none: one device; mirrored: data parallel over all local devices
     hparams: HParams = dataclasses.field(default_factory=HParams)
     data_params: DataParams = dataclasses.field(default_factory=DataParams)
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "train_steps", "save_summary_steps", "keep_checkpoint_max"):
             _check_positive(name, getattr(self, name), what="flag")
+        _check_choice("distribution", self.distribution, DISTRIBUTIONS, what="flag")
         if self.eval_steps is not None and self.eval_steps <= 0:
             raise UsageError(f"flag eval_steps={self.eval_steps} must be positive (omit it for the whole test set)")
         if self.save_checkpoints_secs < 0 or self.save_checkpoints_steps < 0:

@@ -1,7 +1,7 @@
 """File access for run directories: atomic writes, so a reader never sees half a file.
 
 Every write goes to a temporary name in the same directory and is renamed into place (`os.replace` is atomic on
-POSIX). Object-store paths (`gs://`) are refused with a clear message until the cloud support lands.
+POSIX). Object-store paths are refused here: a gs:// run directory is worked on in a local copy (`run_location`).
 """
 
 from __future__ import annotations
@@ -16,8 +16,9 @@ from improve_nas.errors import UsageError
 
 
 def check_local(path: str) -> str:
+    """`path`, if it is a local path. (A gs:// model_dir is trained in a local working copy: `run_location`.)"""
     if "://" in path:
-        raise UsageError(f"not implemented yet: run directories on object stores ({path!r}); use a local path")
+        raise UsageError(f"{path!r} is not a local path; a model_dir is a local path or gs://BUCKET/PATH")
     return path
 
 

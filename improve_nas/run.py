@@ -6,10 +6,11 @@ becomes numpy partitions, the hparams become a NASNet generator and the data par
 
 from __future__ import annotations
 
+import json
 import os
 import random
 
-from improve_nas import fileio
+from improve_nas import fileio, preemption, run_location
 from improve_nas.config import Config
 from improve_nas.data import ImageDataset, load_dataset
 from improve_nas.errors import UsageError
@@ -17,56 +18,103 @@ from improve_nas.report import build_report, write_report
 
 CONFIG_JSON = "config.json"
 ENV_JSON = "env.json"
+# Vertex AI sets it (to gs://...) when a job uses a Vertex TensorBoard; the event files are copied there as well.
+TENSORBOARD_ENV = "AIP_TENSORBOARD_LOG_DIR"
 # Settings that may change between a run and its resumption: they do not change what is trained.
 RESUMABLE_CHANGES = frozenset({"model_dir", "data_dir", "preset", "save_summary_steps", "save_checkpoints_secs",
-                               "save_checkpoints_steps", "keep_checkpoint_max", "eval_steps", "tf_random_seed"})
+                               "save_checkpoints_steps", "keep_checkpoint_max", "eval_steps", "tf_random_seed",
+                               "distribution"})
 
 
 def train(config: Config) -> dict:
-    """Grows the ensemble described by `config` in `config.model_dir`, resuming what is there.
+    """Grows the ensemble described by `config` in `config.model_dir` (local or gs://), resuming what is there.
 
-    Everything that can be wrong with the input is checked before `model_dir` is touched.
+    Everything that can be wrong with the input is checked before the run directory (or the bucket) is touched. A
+    gs:// run trains in a local working copy (`run_location`), pulled first and pushed after every checkpoint, every
+    finished iteration and at the end. SIGTERM stops the run cleanly at the next batch, after a checkpoint
+    (`preemption`).
 
     Returns:
       The run's report (DESIGN §4).
+
+    Raises:
+      UsageError: bad input; nothing was written.
+      preemption.Preempted: SIGTERM; the state is saved and the same command resumes (exit code 143).
     """
     if not config.dataset:
         raise UsageError("flag --dataset is required (or a --preset that sets it)")
-    model_dir = fileio.check_local(config.model_dir)
-    stored = _stored_config(model_dir)
+    location = run_location.open_location(config.model_dir)
+    stored = location.read_text(CONFIG_JSON)
     if stored is not None:
-        _check_same_run(stored, config)
+        _check_same_run(Config.from_json(stored), config)
+    tensorboard_target = os.environ.get(TENSORBOARD_ENV) or None
     dataset = load_dataset(config.dataset, data_dir=config.data_dir, seed=0)
+    seed = _resolve_seed(config, location)
+    data = partitions(dataset, config, seed=seed)
+    settings = engine_settings(config, seed=seed)
 
-    from improve_nas.adanet.engine import grow_ensemble
+    import improve_nas.models  # noqa: F401  registers NASNet with Keras: members saved earlier load on resume
     from improve_nas.adanet.run_directory import RunDirectory
     from improve_nas.environment import describe_environment
-
-    run_dir = RunDirectory(model_dir)
-    seed = _resolve_seed(config, model_dir)
-    os.makedirs(model_dir, exist_ok=True)
-    fileio.write_json(os.path.join(model_dir, CONFIG_JSON), config.to_dict())
-    fileio.write_json(os.path.join(model_dir, ENV_JSON), describe_environment(seed=seed))
-
-    finished = run_dir.finished_iterations()
-    if len(finished) >= config.hparams.boosting_iterations:
-        print(f"run in {model_dir} already finished ({len(finished)} iterations); nothing to do", flush=True)
-        return _write_report(model_dir, dataset, run_dir.summaries())
-
     from improve_nas.generators import make_generator
 
-    settings = engine_settings(config, seed=seed)
-    report_entries = grow_ensemble(
-        run_dir=run_dir, settings=settings, data=partitions(dataset, config, seed=seed),
-        generator=make_generator(config.hparams, iteration_steps=config.iteration_steps),
-        make_preprocessing=lambda layer_seed: make_augmentation(config, seed=layer_seed),
-        make_callbacks=_summary_callbacks(config, run_dir),
-        on_iteration_end=lambda summary: _on_iteration_end(config, run_dir, dataset, summary))
-    from improve_nas.export import export_final_ensemble
+    generator = make_generator(config.hparams, iteration_steps=config.iteration_steps)
+    run_dir = RunDirectory(location.local_dir)
+    copies = [run_location.TensorBoardCopy(tensorboard_target, run_dir.tensorboard_dir)] if tensorboard_target else []
 
-    export_final_ensemble(run_dir, preprocessing=make_augmentation(config, seed=seed),
-                          image_shape=dataset.image_shape)
-    return _write_report(model_dir, dataset, report_entries)
+    # Input checked; from here on the run directory changes.
+    with preemption.PreemptionGuard() as guard:
+        def sync() -> None:
+            location.push()
+            for copy in copies:
+                copy.push()
+
+        def stop_if_preempted() -> None:
+            guard.raise_if_requested(lambda: _resume_point(location, run_dir))
+
+        def on_write() -> None:  # after every checkpoint and every published iteration
+            sync()
+            stop_if_preempted()
+
+        location.pull()
+        if location.local_dir != location.url:
+            print(f"model_dir {location.url}: working copy {location.local_dir}", flush=True)
+        model_dir = run_dir.path
+        os.makedirs(model_dir, exist_ok=True)
+        fileio.write_json(os.path.join(model_dir, CONFIG_JSON), config.to_dict())
+        fileio.write_json(os.path.join(model_dir, ENV_JSON), describe_environment(seed=seed))
+        sync()
+
+        finished = run_dir.finished_iterations()
+        if len(finished) >= config.hparams.boosting_iterations:
+            print(f"run in {location.url} already finished ({len(finished)} iterations); nothing to do", flush=True)
+        else:
+            stop_if_preempted()
+            _grow(config, run_dir, dataset, data, settings, generator, guard, on_write)
+        from improve_nas.export import EXPORT_DIR, export_final_ensemble
+
+        # Missing also in a finished run that was preempted between its last iteration and the export.
+        if not os.path.isdir(run_dir.file(EXPORT_DIR)):
+            export_final_ensemble(run_dir, preprocessing=make_augmentation(config, seed=seed),
+                                  image_shape=dataset.image_shape)
+        report = _write_report(model_dir, dataset, run_dir.summaries())
+        sync()
+    return report
+
+
+def _grow(config: Config, run_dir, dataset: ImageDataset, data, settings, generator,
+          guard: preemption.PreemptionGuard, on_write) -> None:
+    """Runs the engine: `on_write` after every checkpoint and finished iteration; `guard` stops `fit` early."""
+    from improve_nas.adanet.engine import grow_ensemble
+
+    def on_iteration_end(summary: dict) -> None:
+        _on_iteration_end(run_dir, dataset, summary)
+        on_write()
+
+    grow_ensemble(run_dir=run_dir, settings=settings, data=data, generator=generator,
+                  make_preprocessing=lambda layer_seed: make_augmentation(config, seed=layer_seed),
+                  make_callbacks=_training_callbacks(config, run_dir, guard), on_iteration_end=on_iteration_end,
+                  on_write=on_write)
 
 
 def engine_settings(config: Config, *, seed: int):
@@ -90,7 +138,7 @@ def engine_settings(config: Config, *, seed: int):
         eval_batch_size=config.batch_size, eval_steps=config.eval_steps,
         checkpoint_steps=config.save_checkpoints_steps, checkpoint_secs=config.save_checkpoints_secs,
         keep_checkpoint_max=config.keep_checkpoint_max, seed=seed,
-        jit_compile=False if _backend() == "tensorflow" else "auto")
+        jit_compile=False if _backend() == "tensorflow" else "auto", distribution=config.distribution)
 
 
 def partitions(dataset: ImageDataset, config: Config, *, seed: int):
@@ -127,39 +175,47 @@ def make_augmentation(config: Config, *, seed: int):
                              cutout_size=params.cutout_size, seed=seed)
 
 
-def _summary_callbacks(config: Config, run_dir):
-    """TensorBoard callbacks for each iteration's training, or None where TensorFlow is not installed."""
+def _training_callbacks(config: Config, run_dir, guard: preemption.PreemptionGuard):
+    """Callbacks for each iteration's training: the preemption stop, and TensorBoard summaries where TF exists."""
     from improve_nas import tensorboard
 
-    if not tensorboard.available():
+    summaries = tensorboard.available()
+    if not summaries:
         print("TensorFlow is not installed: no TensorBoard summaries will be written", flush=True)
-        return None
 
     def make(model, iteration, start_step):
-        return [tensorboard.TrainingSummaries(
-            root=run_dir.tensorboard_dir, every_steps=config.save_summary_steps,
-            base_step=iteration * config.iteration_steps, start_step=start_step,
-            member_names=list(model.member_names), candidate_names=list(model.candidate_names))]
+        callbacks = [guard.stop_callback()]
+        if summaries:
+            callbacks.append(tensorboard.TrainingSummaries(
+                root=run_dir.tensorboard_dir, every_steps=config.save_summary_steps,
+                base_step=iteration * config.iteration_steps, start_step=start_step,
+                member_names=list(model.member_names), candidate_names=list(model.candidate_names)))
+        return callbacks
     return make
 
 
-def _on_iteration_end(config: Config, run_dir, dataset: ImageDataset, summary: dict) -> None:
+def _on_iteration_end(run_dir, dataset: ImageDataset, summary: dict) -> None:
     from improve_nas import tensorboard
 
     if tensorboard.available():
         tensorboard.write_iteration_summary(run_dir.tensorboard_dir, summary)
-    _write_report(config.model_dir, dataset, run_dir.summaries())
+    _write_report(run_dir.path, dataset, run_dir.summaries())
+
+
+def _resume_point(location, run_dir) -> str:
+    """Where the same command will continue: the first unfinished iteration, at its newest checkpoint."""
+    from improve_nas.adanet import checkpoints
+
+    iteration = len(run_dir.finished_iterations())
+    saved = checkpoints.steps(run_dir.checkpoint_dir(iteration))
+    return (f"re-run the same command to resume {location.url} at iteration {iteration}, "
+            f"step {saved[-1] if saved else 0}")
 
 
 def _write_report(model_dir: str, dataset: ImageDataset, entries: list[dict]) -> dict:
     report = build_report(dataset=dataset.name, num_classes=dataset.num_classes, iterations=entries)
     write_report(model_dir, report)
     return report
-
-
-def _stored_config(model_dir: str) -> Config | None:
-    path = os.path.join(model_dir, CONFIG_JSON)
-    return Config.from_json(open(path, encoding="utf-8").read()) if os.path.exists(path) else None
 
 
 def _check_same_run(stored: Config, config: Config) -> None:
@@ -184,11 +240,11 @@ def _differences(old: dict, new: dict) -> set[str]:
     return keys
 
 
-def _resolve_seed(config: Config, model_dir: str) -> int:
+def _resolve_seed(config: Config, location) -> int:
     """The run's root seed: the flag, else the one a previous attempt recorded, else a fresh one."""
     if config.tf_random_seed is not None:
         return config.tf_random_seed
-    env_path = os.path.join(model_dir, ENV_JSON)
-    if os.path.exists(env_path):
-        return int(fileio.read_json(env_path)["seed"])
+    env = location.read_text(ENV_JSON)
+    if env is not None:
+        return int(json.loads(env)["seed"])
     return random.SystemRandom().randrange(2**31)

@@ -31,7 +31,8 @@ def _state_variables(model: keras.Model) -> list:
 def save(directory: str, model: keras.Model, *, step: int, keep: int) -> str:
     """Writes `ckpt-<step>.npz` and removes all but the newest `keep` checkpoints. Returns the path."""
     variables = _state_variables(model)
-    arrays = {f"v{index}": np.asarray(keras.ops.convert_to_numpy(v.value)) for index, v in enumerate(variables)}
+    # the Keras variable, not its `.value`: inside a tf.distribute scope a MirroredVariable cannot become numpy
+    arrays = {f"v{index}": np.asarray(keras.ops.convert_to_numpy(v)) for index, v in enumerate(variables)}
     arrays["paths"] = np.array([v.path for v in variables])
     path = os.path.join(directory, f"ckpt-{step}.npz")
     with fileio.atomic_path(path, suffix=".npz") as temporary:

@@ -27,6 +27,7 @@ import numpy as np
 from improve_nas.adanet import checkpoints
 from improve_nas.adanet.batches import eval_batches, train_batches
 from improve_nas.adanet.callbacks import IterationProgress, StopEvery
+from improve_nas.adanet.distribution import Distribution, make_distribution
 from improve_nas.adanet.ensemble_model import EnsembleModel
 from improve_nas.adanet.ensemblers import EnsemblerSpec
 from improve_nas.adanet.evaluation import evaluate
@@ -65,6 +66,7 @@ class EngineSettings:
     verbose: bool = True
     # XLA: JAX always compiles; on TensorFlow, XLA tracing of a NASNet costs more than it saves on CPU
     jit_compile: bool | str = "auto"
+    distribution: str = "none"  # none | mirrored: data parallel over all local devices (distribution.py)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -87,17 +89,26 @@ CallbackFactory = Callable[[IterationModel, int, int], list]
 
 def grow_ensemble(*, run_dir: RunDirectory, settings: EngineSettings, generator: Generator, data: Partitions,
                   make_preprocessing: PreprocessingFactory, make_callbacks: CallbackFactory | None = None,
-                  on_iteration_end: Callable[[dict], None] | None = None) -> list[dict]:
-    """Runs (or resumes) every iteration; returns the report entries of all finished iterations."""
+                  on_iteration_end: Callable[[dict], None] | None = None,
+                  on_write: Callable[[], None] | None = None) -> list[dict]:
+    """Runs (or resumes) every iteration; returns the report entries of all finished iterations.
+
+    `on_write` is called after every checkpoint and every published iteration (e.g. to upload the run directory).
+    It may raise to stop the run (e.g. on preemption): what it was called for is saved, and a rerun resumes there.
+    """
     finished = run_dir.finished_iterations()
     if finished != list(range(len(finished))):
         raise ValueError(f"run directory {run_dir.path} has gaps in its finished iterations: {finished}")
     if finished and settings.verbose:
         print(f"{len(finished)} of {settings.num_iterations} iterations already finished in {run_dir.path}",
               flush=True)
+    distribution = make_distribution(settings.distribution, batch_size=settings.batch_size)
     for iteration in range(len(finished), settings.num_iterations):
-        summary = _run_iteration(iteration, run_dir=run_dir, settings=settings, generator=generator, data=data,
-                                 make_preprocessing=make_preprocessing, make_callbacks=make_callbacks)
+        keras.backend.clear_session()  # frees the last iteration's graphs; also makes layer names reproducible
+        with distribution.scope():  # entered after clear_session, which would forget a JAX distribution
+            summary = _run_iteration(iteration, run_dir=run_dir, settings=settings, generator=generator, data=data,
+                                     make_preprocessing=make_preprocessing, make_callbacks=make_callbacks,
+                                     on_write=on_write or (lambda: None), distribution=distribution)
         if settings.verbose:
             print(_summary_line(summary, settings.num_iterations), flush=True)
         if on_iteration_end is not None:
@@ -114,8 +125,8 @@ def load_final_ensemble(run_dir: RunDirectory) -> FrozenEnsemble:
 
 def _run_iteration(iteration: int, *, run_dir: RunDirectory, settings: EngineSettings, generator: Generator,
                    data: Partitions, make_preprocessing: PreprocessingFactory,
-                   make_callbacks: CallbackFactory | None) -> dict:
-    keras.backend.clear_session()  # frees the last iteration's graphs; also makes layer names reproducible
+                   make_callbacks: CallbackFactory | None, on_write: Callable[[], None],
+                   distribution: Distribution) -> dict:
     iteration_seed = derive_seed(settings.seed, iteration)
     keras.utils.set_random_seed(iteration_seed)
     previous = run_dir.load_ensemble(iteration - 1) if iteration else None
@@ -137,21 +148,22 @@ def _run_iteration(iteration: int, *, run_dir: RunDirectory, settings: EngineSet
         decay_steps=settings.iteration_steps, clip_norm=settings.clip_norm, clip_groups=model.clip_groups()))
 
     started = time.monotonic()
-    _train(model, iteration, run_dir=run_dir, settings=settings, data=data, seed=iteration_seed,
-           make_callbacks=make_callbacks)
+    with distribution.training(model):
+        _train(model, iteration, run_dir=run_dir, settings=settings, data=data, seed=iteration_seed,
+               make_callbacks=make_callbacks, on_write=on_write)
     train_seconds = time.monotonic() - started
 
     selection = select_candidate(
         num_candidates=len(model.selection_names), has_previous=previous is not None,
         force_grow=settings.force_grow,
-        losses=lambda: (evaluate_adanet_losses(model, eval_batches(
+        losses=lambda: (evaluate_adanet_losses(distribution.for_inference(model), eval_batches(
             data.x_select, data.y_select, batch_size=settings.evaluator_batch_size, steps=settings.evaluator_steps))
             if settings.use_evaluator else model.adanet_loss_emas()))
     chosen = model.frozen_ensemble(selection.index)
     metrics = evaluate(
-        EnsembleModel(members=chosen.members, ensembler=chosen.ensembler,
-                      member_names=[m.name for m in chosen.record.members],
-                      preprocessing=model.preprocessing, with_member_logits=True),
+        distribution.for_inference(EnsembleModel(members=chosen.members, ensembler=chosen.ensembler,
+                                                 member_names=[m.name for m in chosen.record.members],
+                                                 preprocessing=model.preprocessing, with_member_logits=True)),
         eval_batches(data.x_test, data.y_test, batch_size=settings.eval_batch_size, steps=settings.eval_steps))
 
     new_members = {record.name: member for record, member in zip(chosen.record.members, chosen.members)
@@ -176,11 +188,13 @@ def _run_iteration(iteration: int, *, run_dir: RunDirectory, settings: EngineSet
                     "generator_state": generator.state_dict(), "selection_names": model.selection_names,
                     "selection_index": selection.index, "global_step": summary["global_step"]}
     run_dir.publish_iteration(iteration, architecture=architecture, summary=summary, new_members=new_members)
+    on_write()
     return summary
 
 
 def _train(model: IterationModel, iteration: int, *, run_dir: RunDirectory, settings: EngineSettings,
-           data: Partitions, seed: int, make_callbacks: CallbackFactory | None) -> None:
+           data: Partitions, seed: int, make_callbacks: CallbackFactory | None,
+           on_write: Callable[[], None]) -> None:
     """Trains the remaining steps of the iteration in `fit` chunks, with a checkpoint after each chunk."""
     checkpoint_dir = run_dir.checkpoint_dir(iteration)
     step = checkpoints.restore_latest(checkpoint_dir, model)
@@ -198,6 +212,7 @@ def _train(model: IterationModel, iteration: int, *, run_dir: RunDirectory, sett
             raise RuntimeError(f"iteration {iteration}: training made no progress at step {step}")
         step = done
         checkpoints.save(checkpoint_dir, model, step=step, keep=settings.keep_checkpoint_max)
+        on_write()
     progress.close()
 
 

@@ -13,7 +13,8 @@ from improve_nas.presets import PRESETS
 
 # Flags whose values become `Config` fields when given explicitly; the others are handled by the entry point.
 CONFIG_FLAGS = ("batch_size", "train_steps", "save_summary_steps", "dataset", "tf_random_seed", "eval_steps",
-                "save_checkpoints_secs", "save_checkpoints_steps", "keep_checkpoint_max", "data_dir")
+                "save_checkpoints_secs", "save_checkpoints_steps", "keep_checkpoint_max", "data_dir",
+                "distribution")
 
 flags.DEFINE_integer("batch_size", 32, "Minibatch size for training, evaluation and inference.")
 flags.DEFINE_integer("train_steps", 1_000_000, "Total training steps over all AdaNet iterations; each iteration "
@@ -34,6 +35,9 @@ flags.DEFINE_string("job-dir", "", "Default model_dir (Vertex AI / Cloud ML Engi
 flags.DEFINE_string("model_dir", None, "Run directory: checkpoints, iterations, report (local path or gs://).")
 flags.DEFINE_string("preset", None, f"Named experiment to start from; flags override it. One of: {', '.join(PRESETS)}.")
 flags.DEFINE_string("data_dir", None, "TFDS data directory for cifar10, cifar100 and tfds:NAME (local or gs://).")
+flags.DEFINE_string("distribution", "none", "none: train on one device; mirrored: data parallel over all local GPUs "
+                    "(else all CPU devices), each --batch_size batch split evenly across them "
+                    "(TensorFlow MirroredStrategy, JAX DataParallel).")
 
 FLAGS = flags.FLAGS
 
