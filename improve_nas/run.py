@@ -10,7 +10,7 @@ import json
 import os
 import random
 
-from improve_nas import fileio, preemption, run_location
+from improve_nas import fileio, run_location
 from improve_nas.config import Config
 from improve_nas.data import ImageDataset, load_dataset
 from improve_nas.errors import UsageError
@@ -63,6 +63,8 @@ def train(config: Config) -> dict:
     copies = [run_location.TensorBoardCopy(tensorboard_target, run_dir.tensorboard_dir)] if tensorboard_target else []
 
     # Input checked; from here on the run directory changes.
+    from improve_nas import preemption  # imports Keras: only once the input is known to be good
+
     with preemption.PreemptionGuard() as guard:
         def sync() -> None:
             location.push()
