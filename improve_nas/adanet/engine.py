@@ -12,6 +12,9 @@ a factory for the preprocessing layer. Per iteration t (DESIGN §3):
 
 Re-running on the same directory skips every published iteration, and continues an unfinished one from its newest
 checkpoint at the same step, learning-rate position and batch.
+
+`settings.distribution` picks the devices: one, or data parallel over all local ones (`distribution.py`); each
+iteration runs inside its scope.
 """
 
 from __future__ import annotations
