@@ -36,6 +36,7 @@ import keras
 import numpy as np
 
 from improve_nas.config import Config
+from improve_nas.data import validate_dataset_spec
 from improve_nas.data.augment import ImageAugmentation
 from improve_nas.errors import UsageError
 from improve_nas.presets import resolve_config
@@ -65,6 +66,7 @@ def bench_config(*, preset: str | None = None, hparams: str = "", data_params: s
         raise UsageError(f"--steps={steps} is invalid; it must be >= 2 (the first step of each iteration compiles)")
     if iterations is not None and iterations < 1:
         raise UsageError(f"--iterations={iterations} is invalid; it must be >= 1")
+    validate_dataset_spec(dataset)
     flags = {"dataset": dataset, "eval_steps": EVAL_BATCHES}
     if batch_size is not None:
         flags["batch_size"] = batch_size
