@@ -49,7 +49,22 @@ def export_final_ensemble(run_dir: RunDirectory, *, preprocessing: keras.layers.
 
 
 def _export_saved_model(model: EnsembleModel, path: str, image_shape: tuple[int, int, int]) -> None:
+    """One traced `serve` function (also the `serving_default` signature) on a module holding the variables.
+
+    Written with `tf.saved_model.save` rather than `keras.Model.export`: Keras' export archive walks and traces the
+    whole layer tree several times, which for a NASNet ensemble costs about 5x more (37 s against 7 s for two
+    3-cell members on 2 CPU cores).
+    """
     import tensorflow as tf
 
-    signature = [tf.TensorSpec(shape=(None, *image_shape), dtype=tf.uint8, name="images")]
-    model.export(path, format="tf_saved_model", input_signature=signature, verbose=False)
+    module = tf.Module()
+    # The backing tf.Variables, so the SavedModel checkpoint holds every weight `serve` reads.
+    module.weights = [getattr(v, "value", v) for v in model.variables]
+
+    @tf.function(input_signature=[tf.TensorSpec(shape=(None, *image_shape), dtype=tf.uint8, name="images")],
+                 autograph=False)
+    def serve(images):
+        return model(images, training=False)
+
+    module.serve = serve
+    tf.saved_model.save(module, path, signatures={"serving_default": serve})

@@ -200,6 +200,8 @@ def _train(model: IterationModel, iteration: int, *, run_dir: RunDirectory, sett
            on_write: Callable[[], None]) -> None:
     """Trains the remaining steps of the iteration in `fit` chunks, with a checkpoint after each chunk."""
     checkpoint_dir = run_dir.checkpoint_dir(iteration)
+    # Built here, not lazily in the first step: a TF train function that creates variables is traced twice.
+    model.optimizer.build(model.trainable_variables)
     step = checkpoints.restore_latest(checkpoint_dir, model)
     total = settings.iteration_steps
     progress = IterationProgress(iteration=iteration, total_steps=total, start_step=step, verbose=settings.verbose)
