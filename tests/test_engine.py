@@ -185,3 +185,30 @@ def test_members_loaded_from_disk_are_frozen(tmp_path):
     own = {id(v) for sub in model.subnetworks for v in sub.trainable_variables}
     assert own and {id(v) for v in model.trainable_variables} == own
     assert not any(v.trainable for member in previous.members for v in member.variables)
+
+
+def test_data_on_the_device_trains_on_the_same_batches_as_the_host_generator(tmp_path):
+    on_device = grow(tmp_path / "device", num_iterations=2, data_on_device=True)
+    from_host = grow(tmp_path / "host", num_iterations=2, data_on_device=False)
+    for got, want in zip(on_device, from_host):
+        assert got["members"] == want["members"]
+        assert got["ensemble"]["loss"] == pytest.approx(want["ensemble"]["loss"], rel=1e-5)
+        for name, metrics in want["member_metrics"].items():
+            assert got["member_metrics"][name]["loss"] == pytest.approx(metrics["loss"], rel=1e-5)
+
+
+def test_checkpoints_leave_the_device_data_out(tmp_path):
+    from improve_nas.adanet import IterationModel, checkpoints
+    from improve_nas.adanet.device_data import DeviceData
+    from improve_nas.adanet.optimizers import make_optimizer
+
+    data = toy_data()
+    model = IterationModel(iteration=0, builders=[WidthBuilder(8)], num_classes=K, input_shape=(4, 4, 1),
+                           preprocessing=Scale(), input_dtype="uint8",
+                           device_data=DeviceData(data.x_train, data.y_train))
+    model.compile(optimizer=make_optimizer("sgd", learning_rate=0.1, schedule="constant", decay_steps=1))
+    model.optimizer.build(model.trainable_variables)
+    path = checkpoints.save(str(tmp_path), model, step=1, keep=1)
+    with np.load(path) as saved:
+        assert not any("training_data" in p or p.endswith(("/images", "/labels")) for p in saved["paths"])
+        assert max(saved[key].size for key in saved.files if key != "paths") < data.x_train.size

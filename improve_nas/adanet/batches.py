@@ -30,8 +30,9 @@ class EpochPermutations:
             self._cache[epoch] = np.random.default_rng([self._seed, epoch]).permutation(self.size)
         return self._cache[epoch]
 
-    def indices(self, step: int, batch_size: int) -> np.ndarray:
-        positions = np.arange(step * batch_size, (step + 1) * batch_size, dtype=np.int64)
+    def indices(self, step: int, batch_size: int, steps: int = 1) -> np.ndarray:
+        """Rows of batches `step .. step + steps - 1`, concatenated."""
+        positions = np.arange(step * batch_size, (step + steps) * batch_size, dtype=np.int64)
         epochs, offsets = np.divmod(positions, self.size)
         return np.concatenate([self(int(epoch))[offsets[epochs == epoch]] for epoch in np.unique(epochs)])
 
@@ -45,6 +46,12 @@ def train_batches(images: np.ndarray, labels: np.ndarray, *, batch_size: int, se
         rows = permutations.indices(step, batch_size)
         yield images[rows], labels[rows]
         step += 1
+
+
+def train_rows(size: int, *, batch_size: int, seed: int, start_step: int, steps: int) -> np.ndarray:
+    """The rows of training batches `start_step .. start_step + steps - 1`, int32 `[steps * batch_size]`: batch k
+    holds the rows whose images and labels `train_batches` yields as batch k (for data kept on the device)."""
+    return EpochPermutations(size, seed).indices(start_step, batch_size, steps).astype(np.int32)
 
 
 def eval_batches(images: np.ndarray, labels: np.ndarray, *, batch_size: int, steps: int | None = None

@@ -2,9 +2,9 @@
 
 A checkpoint holds the values of the iteration model's own variables (candidates, mixture weights, batch-norm
 statistics, drop-path step counters, RNG seed states, EMAs), the optimizer's (step counter, hence the learning-rate
-position, and slots) and the metrics'. The frozen previous members are left out: they live, read-only, in their
-finished iterations' directories. Files are `ckpt-<step>.npz` in one directory per iteration, written atomically;
-only the newest `keep` survive.
+position, and slots) and the metrics'. The frozen previous members are left out (they live, read-only, in their
+finished iterations' directories), and so is the training data a model may hold on the device. Files are
+`ckpt-<step>.npz` in one directory per iteration, written atomically; only the newest `keep` survive.
 """
 
 from __future__ import annotations
@@ -16,12 +16,14 @@ import keras
 import numpy as np
 
 from improve_nas import fileio
+from improve_nas.adanet.device_data import variables_to_skip
 
 _NAME = re.compile(r"^ckpt-(\d+)\.npz$")
 
 
 def _state_variables(model: keras.Model) -> list:
     frozen = {id(v) for member in getattr(model, "previous_members", []) for v in member.variables}
+    frozen.update(variables_to_skip(model))  # the training data: not state
     if getattr(model, "previous_ensembler", None) is not None:
         frozen.update(id(v) for v in model.previous_ensembler.variables)
     own = [v for v in model.variables if id(v) not in frozen]

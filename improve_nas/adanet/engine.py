@@ -28,8 +28,9 @@ import keras
 import numpy as np
 
 from improve_nas.adanet import checkpoints
-from improve_nas.adanet.batches import eval_batches, train_batches
+from improve_nas.adanet.batches import eval_batches, train_batches, train_rows
 from improve_nas.adanet.callbacks import IterationProgress, StopEvery
+from improve_nas.adanet.device_data import ROWS, DeviceData
 from improve_nas.adanet.distribution import Distribution, make_distribution
 from improve_nas.adanet.ensemble_model import EnsembleModel
 from improve_nas.adanet.ensemblers import EnsemblerSpec
@@ -70,6 +71,9 @@ class EngineSettings:
     # XLA: JAX always compiles; on TensorFlow, XLA tracing of a NASNet costs more than it saves on CPU
     jit_compile: bool | str = "auto"
     distribution: str = "none"  # none | mirrored: data parallel over all local devices (distribution.py)
+    # The training partition lives on the device and batches are gathered there (device_data.py); False feeds numpy
+    # batches from a Python generator instead (for a partition too large for device memory)
+    data_on_device: bool = True
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -106,12 +110,16 @@ def grow_ensemble(*, run_dir: RunDirectory, settings: EngineSettings, generator:
         print(f"{len(finished)} of {settings.num_iterations} iterations already finished in {run_dir.path}",
               flush=True)
     distribution = make_distribution(settings.distribution, batch_size=settings.batch_size)
+    device_data = None
     for iteration in range(len(finished), settings.num_iterations):
         keras.backend.clear_session()  # frees the last iteration's graphs; also makes layer names reproducible
         with distribution.scope():  # entered after clear_session, which would forget a JAX distribution
+            if settings.data_on_device and device_data is None:  # uploaded once, used by every iteration
+                device_data = DeviceData(data.x_train, data.y_train, name="training_data")
             summary = _run_iteration(iteration, run_dir=run_dir, settings=settings, generator=generator, data=data,
                                      make_preprocessing=make_preprocessing, make_callbacks=make_callbacks,
-                                     on_write=on_write or (lambda: None), distribution=distribution)
+                                     on_write=on_write or (lambda: None), distribution=distribution,
+                                     device_data=device_data)
         if settings.verbose:
             print(_summary_line(summary, settings.num_iterations), flush=True)
         if on_iteration_end is not None:
@@ -129,7 +137,7 @@ def load_final_ensemble(run_dir: RunDirectory) -> FrozenEnsemble:
 def _run_iteration(iteration: int, *, run_dir: RunDirectory, settings: EngineSettings, generator: Generator,
                    data: Partitions, make_preprocessing: PreprocessingFactory,
                    make_callbacks: CallbackFactory | None, on_write: Callable[[], None],
-                   distribution: Distribution) -> dict:
+                   distribution: Distribution, device_data: DeviceData | None) -> dict:
     iteration_seed = derive_seed(settings.seed, iteration)
     keras.utils.set_random_seed(iteration_seed)
     previous = run_dir.load_ensemble(iteration - 1) if iteration else None
@@ -145,7 +153,7 @@ def _run_iteration(iteration: int, *, run_dir: RunDirectory, settings: EngineSet
         previous=previous, strategy=make_strategy(settings.strategy), ensembler=settings.ensembler,
         loss=settings.loss, preprocessing=make_preprocessing(iteration_seed),
         track_adanet_loss_ema=selects and not settings.use_evaluator, input_dtype=str(data.x_train.dtype),
-        name=f"iteration_{iteration}")
+        device_data=device_data, name=f"iteration_{iteration}")
     model.compile(jit_compile=settings.jit_compile, optimizer=make_optimizer(
         settings.optimizer, learning_rate=settings.learning_rate, schedule=settings.schedule,
         decay_steps=settings.iteration_steps, clip_norm=settings.clip_norm, clip_groups=model.clip_groups()))
@@ -209,9 +217,13 @@ def _train(model: IterationModel, iteration: int, *, run_dir: RunDirectory, sett
     callbacks += make_callbacks(model, iteration, step) if make_callbacks else []
     while step < total:
         chunk = total - step if not settings.checkpoint_steps else min(settings.checkpoint_steps, total - step)
-        model.fit(train_batches(data.x_train, data.y_train, batch_size=settings.batch_size, seed=seed,
-                                start_step=step),
-                  steps_per_epoch=chunk, epochs=1, verbose=0, callbacks=callbacks)
+        if model.device_data is not None:  # the rows only; the step gathers images and labels on the device
+            inputs = dict(x={ROWS: train_rows(len(model.device_data), batch_size=settings.batch_size, seed=seed,
+                                              start_step=step, steps=chunk)}, batch_size=settings.batch_size)
+        else:
+            inputs = dict(x=train_batches(data.x_train, data.y_train, batch_size=settings.batch_size, seed=seed,
+                                          start_step=step), steps_per_epoch=chunk)
+        model.fit(**inputs, epochs=1, shuffle=False, verbose=0, callbacks=callbacks)
         done = int(keras.ops.convert_to_numpy(model.optimizer.iterations))
         if done <= step:
             raise RuntimeError(f"iteration {iteration}: training made no progress at step {step}")

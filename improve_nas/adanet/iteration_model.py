@@ -41,6 +41,7 @@ import keras
 from keras import ops
 
 from improve_nas.adanet import losses as losses_lib
+from improve_nas.adanet.device_data import ROWS, DeviceData
 from improve_nas.adanet.ema import ZeroDebiasedEma
 from improve_nas.adanet.ensemblers import EnsemblerSpec, restore_ensembler, serialize_ensembler
 from improve_nas.adanet.losses import Distillation, LossSpec
@@ -98,6 +99,8 @@ class IterationModel(keras.Model):
             selection without an evaluator; makes training compute the ensembles).
         ema_decay: Decay of that EMA.
         input_dtype: dtype of the model input.
+        device_data: The training partition on the device (`device_data.py`). `fit` may then be fed
+            `{"rows": int32 [B]}` without labels: images and labels are gathered from it in the step.
 
     Attributes (stable, read by the loop):
         member_names: `t{t}_{builder}` of the new subnetworks, in builder order.
@@ -116,7 +119,7 @@ class IterationModel(keras.Model):
                  strategy: Strategy | None = None, ensembler: EnsemblerSpec | None = None,
                  loss: LossSpec | None = None, preprocessing: keras.layers.Layer | None = None,
                  track_adanet_loss_ema: bool = False, ema_decay: float = 0.9,
-                 input_dtype: str = "float32", **kwargs):
+                 input_dtype: str = "float32", device_data: DeviceData | None = None, **kwargs):
         super().__init__(**kwargs)
         if not builders:
             raise ValueError("an iteration needs at least one builder")
@@ -129,6 +132,7 @@ class IterationModel(keras.Model):
         self.member_names = [member_name(self.iteration, b.name) for b in builders]
 
         self.preprocessing = preprocessing
+        self.device_data = device_data
         example = keras.Input(shape=tuple(input_shape), dtype=input_dtype)
         if preprocessing is not None:
             example = preprocessing(example, training=True)
@@ -208,6 +212,8 @@ class IterationModel(keras.Model):
         return spec["features"].shape[-1] if "features" in spec else None
 
     def call(self, x, training=False):
+        if isinstance(x, dict):
+            x = self.device_data.images_at(x[ROWS])
         if self.preprocessing is not None:
             x = self.preprocessing(x, training=training)
         new_out = [sub(x, training=training) for sub in self.subnetworks]
@@ -238,7 +244,8 @@ class IterationModel(keras.Model):
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         """Sum of the subnetwork losses (+ AdaNet losses when mixture weights are learned)."""
-        del x
+        if y is None and isinstance(x, dict):
+            y = self.device_data.labels_at(x[ROWS])
         if sample_weight is not None:
             raise ValueError("IterationModel does not support sample weights")
         spec = self.loss_spec
