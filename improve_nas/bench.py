@@ -47,7 +47,7 @@ EVAL_BATCHES = 2  # test and selection batches per iteration: untimed, kept shor
 
 def bench_config(*, preset: str | None = None, hparams: str = "", data_params: str = "",
                  batch_size: int | None = None, dataset: str = "fake", steps: int = DEFAULT_STEPS,
-                 iterations: int | None = None) -> Config:
+                 iterations: int | None = None, precision: str | None = None) -> Config:
     """The `Config` a bench run trains: the train flags, with `steps` per iteration and `iterations` iterations.
 
     Args:
@@ -58,6 +58,7 @@ def bench_config(*, preset: str | None = None, hparams: str = "", data_params: s
         dataset: A `--dataset` spec; default `fake` (generated CIFAR-shaped images).
         steps: Training steps per iteration, the first of which is not timed (>= 2).
         iterations: AdaNet iterations; None keeps the hparams' `boosting_iterations`.
+        precision: The `--precision` (dtype policy of the NASNets, engine and baseline alike); None: the preset's.
 
     Raises:
         UsageError: a bad flag, hparam or data_param, `steps` < 2 or `iterations` < 1.
@@ -70,6 +71,8 @@ def bench_config(*, preset: str | None = None, hparams: str = "", data_params: s
     flags = {"dataset": dataset, "eval_steps": EVAL_BATCHES}
     if batch_size is not None:
         flags["batch_size"] = batch_size
+    if precision is not None:
+        flags["precision"] = precision
     base = resolve_config(preset=preset, flags=flags, hparams=hparams, data_params=data_params).to_dict()
     base["hparams"]["boosting_iterations"] = iterations or base["hparams"]["boosting_iterations"]
     if base["hparams"]["evaluator_steps"] < 0:
@@ -254,7 +257,8 @@ def _run_engine(config: Config, data) -> list[StepTimer]:
     settings = dataclasses.replace(engine_settings(config, seed=config.tf_random_seed), verbose=False)
     with tempfile.TemporaryDirectory(prefix="improve_nas_bench_") as run_path:
         grow_ensemble(run_dir=RunDirectory(run_path), settings=settings, data=data,
-                      generator=make_generator(config.hparams, iteration_steps=config.iteration_steps),
+                      generator=make_generator(config.hparams, iteration_steps=config.iteration_steps,
+                                               dtype=config.precision),
                       make_preprocessing=lambda seed: make_augmentation(config, seed=seed),
                       make_callbacks=make_callbacks, on_iteration_end=on_iteration_end)
     return timers
@@ -277,7 +281,7 @@ def _run_baseline(config: Config, data) -> dict:
     from improve_nas.adanet.batches import train_batches
     from improve_nas.adanet.engine import derive_seed
     from improve_nas.adanet.losses import softmax_cross_entropy
-    from improve_nas.adanet.optimizers import make_optimizer
+    from improve_nas.adanet.optimizers import make_optimizer, needs_loss_scaling
     from improve_nas.generators import make_generator
     from improve_nas.run import engine_settings
 
@@ -290,7 +294,8 @@ def _run_baseline(config: Config, data) -> dict:
     x, y = (np.concatenate(parts) for parts in zip(*(next(batches) for _ in range(steps))))
 
     augmentation = make_augmentation(config, seed=seed)
-    builder = make_generator(config.hparams, iteration_steps=steps).generate_candidates(None, 0)[0]
+    builder = make_generator(config.hparams, iteration_steps=steps, dtype=config.precision).generate_candidates(
+        None, 0)[0]
     network = builder.build_subnetwork(num_classes=data.num_classes, input_shape=tuple(x.shape[1:]))
     model = _SingleNASNet(augmentation=augmentation, network=network, name="baseline")
     model.build((None, *x.shape[1:]))
@@ -300,7 +305,8 @@ def _run_baseline(config: Config, data) -> dict:
         jit_compile=settings.jit_compile,
         optimizer=make_optimizer(settings.optimizer, learning_rate=settings.learning_rate,
                                  schedule=settings.schedule, decay_steps=steps, clip_norm=settings.clip_norm,
-                                 clip_groups=[network.trainable_variables]))
+                                 clip_groups=[network.trainable_variables],
+                                 loss_scaling=needs_loss_scaling([network])))
     model.optimizer.build(model.trainable_variables)  # as the engine does: no second trace
     timer = StepTimer(augmentation)
     model.fit(x, y, batch_size=batch_size, epochs=1, shuffle=False, verbose=0, callbacks=[timer])

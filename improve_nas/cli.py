@@ -64,13 +64,16 @@ def _bench(argv: list[str]) -> int:
     parser.add_argument("--dataset", default="fake", help="as for train (default: fake, generated 32x32x3 images)")
     parser.add_argument("--steps", type=int, default=None, help="training steps per iteration, the first untimed")
     parser.add_argument("--iterations", type=int, default=None, help="AdaNet iterations (default: hparams')")
+    parser.add_argument("--precision", default=None, help="as for train: float32 (default), mixed_bfloat16 or "
+                        "mixed_float16; the baseline uses it too")
     parser.add_argument("--format", choices=("text", "json"), default="json")
     args = parser.parse_args(argv)
     from improve_nas.bench import DEFAULT_STEPS, bench_config, format_text, run_bench
 
     config = bench_config(preset=args.preset, hparams=args.hparams, data_params=args.data_params,
                           batch_size=args.batch_size, dataset=args.dataset,
-                          steps=DEFAULT_STEPS if args.steps is None else args.steps, iterations=args.iterations)
+                          steps=DEFAULT_STEPS if args.steps is None else args.steps, iterations=args.iterations,
+                          precision=args.precision)
     result = run_bench(config)
     print(json.dumps(result) if args.format == "json" else format_text(result))
     return 0

@@ -30,6 +30,7 @@ DATA_FORMATS = ("NHWC", "NCHW")
 SELECTION = ("train", "holdout")
 AUGMENTATIONS = ("basic", "none")
 DISTRIBUTIONS = ("none", "mirrored")  # improve_nas.adanet.distribution
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")  # Keras dtype policy names of the NASNet members
 
 
 @dataclasses.dataclass(frozen=True)
@@ -147,6 +148,9 @@ class Config:
     data_dir: str | None = None  # TFDS data directory (local or gs://)
     preset: str | None = None  # the preset the run started from, for the record
     distribution: str = "none"  # none: one device; mirrored: data parallel over all local devices
+    # The members' Keras dtype policy: mixed_* compute in bfloat16/float16 with float32 variables; losses, mixture
+    # weights and metrics stay float32; mixed_float16 also scales the loss. Fixed for a run (resume checks it).
+    precision: str = "float32"
     hparams: HParams = dataclasses.field(default_factory=HParams)
     data_params: DataParams = dataclasses.field(default_factory=DataParams)
 
@@ -154,6 +158,7 @@ class Config:
         for name in ("batch_size", "train_steps", "save_summary_steps", "keep_checkpoint_max"):
             _check_positive(name, getattr(self, name), what="flag")
         _check_choice("distribution", self.distribution, DISTRIBUTIONS, what="flag")
+        _check_choice("precision", self.precision, PRECISIONS, what="flag")
         if self.eval_steps is not None and self.eval_steps <= 0:
             raise UsageError(f"flag eval_steps={self.eval_steps} must be positive (omit it for the whole test set)")
         if self.save_checkpoints_secs < 0 or self.save_checkpoints_steps < 0:

@@ -13,8 +13,8 @@ WIDER_FILTERS = 10  # and its "wider" candidate adds this many base filters
 class SimpleGenerator(Generator):
     """The same NASNet every iteration: after B iterations, an ensemble of B identical architectures."""
 
-    def __init__(self, hparams: HParams, *, iteration_steps: int):
-        self._builder = NASNetBuilder(hparams, total_training_steps=iteration_steps)
+    def __init__(self, hparams: HParams, *, iteration_steps: int, dtype: str | None = None):
+        self._builder = NASNetBuilder(hparams, total_training_steps=iteration_steps, dtype=dtype)
 
     def generate_candidates(self, previous_ensemble, iteration):
         return [self._builder]
@@ -28,8 +28,8 @@ class DynamicGenerator(Generator):
     itself is never a candidate: iteration 0 already grows it.
     """
 
-    def __init__(self, hparams: HParams, *, iteration_steps: int):
-        self._base = NASNetBuilder(hparams, total_training_steps=iteration_steps)
+    def __init__(self, hparams: HParams, *, iteration_steps: int, dtype: str | None = None):
+        self._base = NASNetBuilder(hparams, total_training_steps=iteration_steps, dtype=dtype)
 
     def generate_candidates(self, previous_ensemble: EnsembleRecord | None, iteration: int):
         cells, filters = self._base.hparams.num_cells, self._base.hparams.num_conv_filters
@@ -43,5 +43,6 @@ class DynamicGenerator(Generator):
 GENERATORS = {"simple": SimpleGenerator, "dynamic": DynamicGenerator}
 
 
-def make_generator(hparams: HParams, *, iteration_steps: int) -> Generator:
-    return GENERATORS[hparams.generator](hparams, iteration_steps=iteration_steps)
+def make_generator(hparams: HParams, *, iteration_steps: int, dtype: str | None = None) -> Generator:
+    """The `hparams.generator` generator; its NASNets use the Keras dtype policy `dtype` (None: the global one)."""
+    return GENERATORS[hparams.generator](hparams, iteration_steps=iteration_steps, dtype=dtype)

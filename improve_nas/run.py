@@ -58,7 +58,7 @@ def train(config: Config) -> dict:
     from improve_nas.environment import describe_environment
     from improve_nas.generators import make_generator
 
-    generator = make_generator(config.hparams, iteration_steps=config.iteration_steps)
+    generator = make_generator(config.hparams, iteration_steps=config.iteration_steps, dtype=config.precision)
     run_dir = RunDirectory(location.local_dir)
     copies = [run_location.TensorBoardCopy(tensorboard_target, run_dir.tensorboard_dir)] if tensorboard_target else []
 

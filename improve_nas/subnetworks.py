@@ -38,11 +38,16 @@ def nasnet_kwargs(hparams: HParams, *, total_training_steps: int = 1) -> dict[st
 
 
 class NASNetBuilder(Builder):
-    """One NASNet-A candidate; persists its `num_cells` and `num_conv_filters` for the dynamic generator."""
+    """One NASNet-A candidate; persists its `num_cells` and `num_conv_filters` for the dynamic generator.
 
-    def __init__(self, hparams: HParams, *, total_training_steps: int):
+    `dtype` is the Keras dtype policy of the NASNet (e.g. `mixed_bfloat16`: computes in bfloat16, float32 variables,
+    float32 outputs); None takes the global policy.
+    """
+
+    def __init__(self, hparams: HParams, *, total_training_steps: int, dtype: str | None = None):
         self._hparams = hparams
         self._total_training_steps = total_training_steps
+        self._dtype = dtype
 
     @property
     def hparams(self) -> HParams:
@@ -58,14 +63,14 @@ class NASNetBuilder(Builder):
     def build_subnetwork(self, *, num_classes: int, input_shape: tuple[int, ...]):
         from improve_nas.models.nasnet import NASNet
 
-        model = NASNet(num_classes=num_classes, name=self.name,
+        model = NASNet(num_classes=num_classes, name=self.name, dtype=self._dtype,
                        **nasnet_kwargs(self._hparams, total_training_steps=self._total_training_steps))
         model.build((None, *input_shape))
         return model
 
     def with_architecture(self, *, num_cells: int, num_conv_filters: int) -> NASNetBuilder:
         hparams = dataclasses.replace(self._hparams, num_cells=num_cells, num_conv_filters=num_conv_filters)
-        return NASNetBuilder(hparams, total_training_steps=self._total_training_steps)
+        return NASNetBuilder(hparams, total_training_steps=self._total_training_steps, dtype=self._dtype)
 
 
 def describe(hparams: HParams, *, num_classes: int = 10, image_shape: tuple[int, int, int] = (32, 32, 3)) -> dict:

@@ -66,7 +66,8 @@ class TrainingSummaries(keras.callbacks.Callback):
         if self._step % self._every or not logs:
             return
         step = self._base + self._step
-        schedule = self.model.optimizer._learning_rate  # a float or a schedule of the step within the iteration
+        # A float or a schedule of the step within the iteration; a LossScaleOptimizer's own rate is a dummy 0.
+        schedule = getattr(self.model.optimizer, "inner_optimizer", self.model.optimizer)._learning_rate
         rate = schedule(self._step) if callable(schedule) else schedule
         for name in self._members:
             if f"{name}_loss" in logs:

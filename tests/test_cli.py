@@ -43,6 +43,8 @@ BAD_INPUTS = {
     "bad flag value": (["--dataset=fake", "--batch_size=many"], "batch_size"),
     "unknown flag": (["--dataset=fake", "--learning_rate=3"], "learning_rate"),
     "both checkpoint periods": (["--dataset=fake", "--save_checkpoints_steps=5"], "save_checkpoints"),
+    "bad precision": (["--dataset=fake", "--precision=half"], "precision='half' is invalid; choose one of: float32, "
+                      "mixed_bfloat16, mixed_float16"),
     "missing dataset": ([], "dataset"),
 }
 

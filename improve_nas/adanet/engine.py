@@ -36,7 +36,7 @@ from improve_nas.adanet.ensemble_model import EnsembleModel
 from improve_nas.adanet.ensemblers import EnsemblerSpec
 from improve_nas.adanet.evaluation import evaluate
 from improve_nas.adanet.iteration_model import FrozenEnsemble, IterationModel, LossSpec
-from improve_nas.adanet.optimizers import make_optimizer
+from improve_nas.adanet.optimizers import make_optimizer, needs_loss_scaling
 from improve_nas.adanet.run_directory import RunDirectory
 from improve_nas.adanet.selection import evaluate_adanet_losses, needs_selection_losses, select_candidate
 from improve_nas.adanet.strategies import make_strategy
@@ -156,7 +156,8 @@ def _run_iteration(iteration: int, *, run_dir: RunDirectory, settings: EngineSet
         device_data=device_data, name=f"iteration_{iteration}")
     model.compile(jit_compile=settings.jit_compile, optimizer=make_optimizer(
         settings.optimizer, learning_rate=settings.learning_rate, schedule=settings.schedule,
-        decay_steps=settings.iteration_steps, clip_norm=settings.clip_norm, clip_groups=model.clip_groups()))
+        decay_steps=settings.iteration_steps, clip_norm=settings.clip_norm, clip_groups=model.clip_groups(),
+        loss_scaling=needs_loss_scaling(model.subnetworks)))  # float16 candidates: dynamic loss scaling
 
     started = time.monotonic()
     with distribution.training(model):

@@ -12,6 +12,8 @@ from collections.abc import Sequence
 import keras
 from keras import ops
 
+from improve_nas.adanet.subnetwork import float32_outputs
+
 
 @keras.saving.register_keras_serializable(package="improve_nas")
 class EnsembleModel(keras.Model):
@@ -40,7 +42,7 @@ class EnsembleModel(keras.Model):
 
     def call(self, images, training=False):
         x = images if self.preprocessing is None else self.preprocessing(images, training=False)
-        outputs = [member(x, training=False) for member in self.members]
+        outputs = [float32_outputs(member(x, training=False)) for member in self.members]  # any member precision
         logits = self.ensembler([o["logits"] for o in outputs],
                                 [o["features"] for o in outputs] if self._needs_features else None)
         result = {"logits": logits, "probabilities": ops.softmax(logits, axis=-1),

@@ -213,8 +213,9 @@ class EnsemblerSpec:
         name: str | None = None,
     ) -> keras.layers.Layer:
         """Returns a fresh ensembler for one candidate ensemble."""
+        # Always float32, whatever the members compute in or the global dtype policy says.
         if self.kind == "mean":
-            return MeanEnsembler(num_members=num_members, name=name)
+            return MeanEnsembler(num_members=num_members, name=name, dtype="float32")
         return ComplexityRegularizedEnsembler(
             num_members=num_members,
             num_classes=num_classes,
@@ -226,6 +227,7 @@ class EnsemblerSpec:
             use_bias=self.use_bias,
             trainable=self.learn_mixture_weights,
             name=name,
+            dtype="float32",
         )
 
 

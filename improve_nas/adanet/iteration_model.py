@@ -47,7 +47,7 @@ from improve_nas.adanet.ensemblers import EnsemblerSpec, restore_ensembler, seri
 from improve_nas.adanet.losses import Distillation, LossSpec
 from improve_nas.adanet.strategies import GrowStrategy, Strategy
 from improve_nas.adanet.subnetwork import (
-    Builder, EnsembleRecord, MemberRecord, member_name, validate_unique_names)
+    Builder, EnsembleRecord, MemberRecord, float32_outputs, member_name, validate_unique_names)
 
 __all__ = ["FrozenEnsemble", "IterationModel", "LossSpec"]
 
@@ -216,9 +216,9 @@ class IterationModel(keras.Model):
             x = self.device_data.images_at(x[ROWS])
         if self.preprocessing is not None:
             x = self.preprocessing(x, training=training)
-        new_out = [sub(x, training=training) for sub in self.subnetworks]
+        new_out = [float32_outputs(sub(x, training=training)) for sub in self.subnetworks]
         called = self._previous_called_in_training if training else range(len(self.previous_members))
-        prev_out = {i: self.previous_members[i](x, training=False) for i in called}
+        prev_out = {i: float32_outputs(self.previous_members[i](x, training=False)) for i in called}
 
         result = {"members": {self._previous_names[i]: o["logits"] for i, o in prev_out.items()}}
         result["members"].update({n: o["logits"] for n, o in zip(self.member_names, new_out)})

@@ -86,7 +86,8 @@ def _flat_labels(labels):
 
 
 def softmax_cross_entropy(labels, logits, label_smoothing: float = 0.0):
-    """Batch-mean CE against `onehot·(1−ls) + ls/K` (SPEC §5.1: ls is spread over all K classes)."""
+    """Batch-mean CE against `onehot·(1−ls) + ls/K` (SPEC §5.1: ls is spread over all K classes), in float32."""
+    logits = ops.cast(logits, "float32")
     num_classes = logits.shape[-1]
     target = ops.one_hot(_flat_labels(labels), num_classes, dtype=logits.dtype)
     if label_smoothing:
@@ -96,9 +97,9 @@ def softmax_cross_entropy(labels, logits, label_smoothing: float = 0.0):
 
 
 def distillation_loss(teacher_logits, student_logits):
-    """Batch-mean KL(softmax(teacher) ‖ softmax(student)); no gradient reaches the teacher."""
-    teacher_log_probs = ops.log_softmax(ops.stop_gradient(teacher_logits), axis=-1)
-    student_log_probs = ops.log_softmax(student_logits, axis=-1)
+    """Batch-mean KL(softmax(teacher) ‖ softmax(student)) in float32; no gradient reaches the teacher."""
+    teacher_log_probs = ops.log_softmax(ops.stop_gradient(ops.cast(teacher_logits, "float32")), axis=-1)
+    student_log_probs = ops.log_softmax(ops.cast(student_logits, "float32"), axis=-1)
     kl = ops.sum(ops.exp(teacher_log_probs) * (teacher_log_probs - student_log_probs), axis=-1)
     return ops.mean(kl)
 
@@ -124,12 +125,12 @@ def subnetwork_loss_terms(
         teacher_logits: The distillation teacher's logits, or None for no distillation.
         regularization: Scalar sum of its regularisation losses, or None.
     """
-    zero = ops.zeros((), dtype=logits.dtype)
+    zero = ops.zeros((), dtype="float32")  # every term is float32, whatever the subnetwork computes in
     terms = {"ce": softmax_cross_entropy(labels, logits, label_smoothing)}
     terms["kd"] = zero if teacher_logits is None else distillation_loss(teacher_logits, logits)
     terms["aux"] = zero if aux_logits is None else aux_head_weight * softmax_cross_entropy(
         labels, aux_logits, label_smoothing)
-    terms["l2"] = zero if regularization is None else ops.cast(regularization, logits.dtype)
+    terms["l2"] = zero if regularization is None else ops.cast(regularization, "float32")
     terms["subnetwork"] = terms["ce"] + terms["kd"] + terms["aux"] + terms["l2"]
     return terms
 
@@ -138,7 +139,7 @@ def ensemble_loss_terms(*, labels, logits, complexity) -> dict:
     """Named loss terms of one candidate ensemble: AdaNet loss = plain CE + complexity penalty."""
     terms = {
         "ensemble_ce": softmax_cross_entropy(labels, logits),
-        "complexity": ops.cast(complexity, logits.dtype),
+        "complexity": ops.cast(complexity, "float32"),
     }
     terms["adanet_loss"] = terms["ensemble_ce"] + terms["complexity"]
     return terms

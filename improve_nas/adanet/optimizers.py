@@ -8,6 +8,11 @@ group (one per candidate subnetwork) is clipped by its own global norm, and vari
 (mixture weights) are never clipped. Clipping happens in `apply`, which both backends go through
 (TensorFlow via `apply_gradients`, JAX via `stateless_apply`).
 
+Loss scaling (float16 training): `make_optimizer(..., loss_scaling=True)` wraps the optimizer in Keras'
+`LossScaleOptimizer`, which multiplies the loss by a dynamic scale, divides the gradients by it, and only then calls
+the wrapped optimizer's `apply`: clipping by group norm sees the true, unscaled gradients (a step with non-finite
+gradients is skipped and halves the scale, without advancing `iterations`).
+
 Schedules read the optimizer's own step counter (`optimizer.iterations`), so a fresh optimizer per
 iteration restarts the cosine at `learning_rate` (SPEC pitfall 4), and restoring the optimizer's
 variables on resume continues it where it stopped.
@@ -72,6 +77,19 @@ class TF1RMSprop(keras.optimizers.RMSprop):
         if name == "velocity":
             initializer = "ones"
         return super().add_optimizer_variables(trainable_variables, name, initializer=initializer)
+
+
+@keras.saving.register_keras_serializable(package="improve_nas")
+class LossScaleOptimizer(keras.optimizers.LossScaleOptimizer):
+    """Keras' `LossScaleOptimizer` whose `build` may be called again (the loop builds before restoring a checkpoint).
+
+    Keras' own creates its scale variables anew on every `build`, so a second call would change the optimizer's
+    variable list (and checkpoints would no longer match it).
+    """
+
+    def build(self, var_list):
+        if not self.built:
+            super().build(var_list)
 
 
 class GroupClipping:
@@ -158,6 +176,7 @@ def make_optimizer(
     decay_steps: int | None = None,
     clip_norm: float | None = None,
     clip_groups: Sequence[Sequence[keras.Variable]] = (),
+    loss_scaling: bool = False,
 ) -> keras.optimizers.Optimizer:
     """Returns a fresh optimizer (fresh slots and step counter) for one iteration.
 
@@ -169,6 +188,8 @@ def make_optimizer(
         clip_norm: Global-norm clip per group; None or <= 0 disables clipping.
         clip_groups: One sequence of variables per candidate subnetwork (e.g.
             `IterationModel.clip_groups()`); can also be set later with `set_clip_groups`.
+        loss_scaling: Wrap it in a `keras.optimizers.LossScaleOptimizer` (dynamic loss scaling, for float16
+            compute); `inner_optimizer(optimizer)` returns the wrapped one.
     """
     try:
         cls, fixed = _OPTIMIZERS[name.lower()]
@@ -176,4 +197,16 @@ def make_optimizer(
         raise UsageError(f"unknown optimizer {name!r}; choose one of {', '.join(OPTIMIZER_NAMES)}") from None
     lr = make_learning_rate(learning_rate, schedule=schedule, decay_steps=decay_steps)
     clip = float(clip_norm) if clip_norm and clip_norm > 0 else None
-    return cls(learning_rate=lr, clip_norm=clip, clip_groups=clip_groups, **fixed)
+    optimizer = cls(learning_rate=lr, clip_norm=clip, clip_groups=clip_groups, **fixed)
+    return LossScaleOptimizer(optimizer) if loss_scaling else optimizer
+
+
+def needs_loss_scaling(models: Sequence[keras.layers.Layer]) -> bool:
+    """Whether any layer of `models` computes in float16 (whose small gradients underflow without loss scaling)."""
+    return any(layer.dtype_policy.compute_dtype == "float16"
+               for model in models for layer in model._flatten_layers(include_self=True, recursive=True))
+
+
+def inner_optimizer(optimizer: keras.optimizers.Optimizer) -> keras.optimizers.Optimizer:
+    """The optimizer that updates the variables: `optimizer` itself, or the one a `LossScaleOptimizer` wraps."""
+    return getattr(optimizer, "inner_optimizer", optimizer)

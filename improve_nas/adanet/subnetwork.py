@@ -7,7 +7,9 @@ A search space plugs in through two interfaces:
   last hidden layer; needed by matrix mixture weights) and optionally `"aux_logits"` [B, K]
   (returned only when `training=True`; enters the loss with `aux_head_weight`). Weight
   regularisation (L2) lives in the model's `losses` (e.g. `kernel_regularizer`) and is added to
-  that subnetwork's own loss.
+  that subnetwork's own loss. A subnetwork may compute in any precision (e.g. a `mixed_bfloat16`
+  dtype policy); the engine casts its outputs to float32 (`float32_outputs`), so losses, mixture
+  weights and metrics are always float32.
 - `Generator`: proposes the builders of iteration t from the previous ensemble's record. It must be
   a deterministic function of `(previous_ensemble, iteration, state)`, because the loop rebuilds
   earlier members on resume by asking it again and picking builders by name.
@@ -172,6 +174,13 @@ class EnsembleRecord:
     @classmethod
     def from_json(cls, text: str) -> EnsembleRecord:
         return cls.from_dict(json.loads(text))
+
+
+def float32_outputs(outputs: Mapping[str, Any]) -> dict[str, Any]:
+    """A subnetwork's output dict with every floating tensor cast to float32 (a no-op for float32 ones)."""
+    return {key: keras.ops.cast(value, "float32")
+            if keras.backend.is_float_dtype(keras.backend.standardize_dtype(value.dtype)) else value
+            for key, value in outputs.items()}
 
 
 def member_name(iteration: int, builder_name: str) -> str:

@@ -29,10 +29,10 @@ class AuxHead(SettingsLayer):
     def __init__(self, *, num_classes: int, **kwargs):
         super().__init__(**kwargs)
         self.num_classes = num_classes
-        self.projection = conv2d(AUX_PROJECTION_FILTERS, 1, self.settings, name="projection")
-        self.projection_bn = batch_norm(self.settings, name="projection_bn")
-        self.feature_bn = batch_norm(self.settings, name="feature_bn")
-        self.logits = dense(num_classes, self.settings, name="logits")
+        self.projection = conv2d(AUX_PROJECTION_FILTERS, 1, self.settings, name="projection", dtype=self.dtype_policy)
+        self.projection_bn = batch_norm(self.settings, name="projection_bn", dtype=self.dtype_policy)
+        self.feature_bn = batch_norm(self.settings, name="feature_bn", dtype=self.dtype_policy)
+        self.logits = dense(num_classes, self.settings, name="logits", dtype=self.dtype_policy)
 
     def build(self, input_shape):
         axes = self.settings.spatial_axes
@@ -42,9 +42,12 @@ class AuxHead(SettingsLayer):
         pool = tuple(min(AUX_POOL_SIZE, size) for size in sizes)
         remaining = tuple((size - window) // AUX_POOL_STRIDES + 1 for size, window in zip(sizes, pool))
         self.pool = keras.layers.AveragePooling2D(
-            pool, strides=AUX_POOL_STRIDES, padding="valid", data_format=self.settings.data_format, name="pool"
+            pool, strides=AUX_POOL_STRIDES, padding="valid", data_format=self.settings.data_format, name="pool",
+            dtype=self.dtype_policy,
         )
-        self.features = conv2d(AUX_FEATURE_FILTERS, remaining, self.settings, padding="valid", name="features")
+        self.features = conv2d(
+            AUX_FEATURE_FILTERS, remaining, self.settings, padding="valid", name="features", dtype=self.dtype_policy
+        )
         pooled = self.pool.compute_output_shape(input_shape)
         self.pool.build(input_shape)
         self.projection.build(pooled)

@@ -74,12 +74,14 @@ class Cell(SettingsLayer):
         self.input_channels = input_channels
         self.drop_path_keep_prob = drop_path_keep_prob
 
-        self.base = ReluConvBN(filters=filters, settings=self.settings, name="base")
+        self.base = ReluConvBN(filters=filters, settings=self.settings, name="base", dtype=self.dtype_policy)
         if prev_mode == "project":
-            self.prev_adjustment = ReluConvBN(filters=filters, settings=self.settings, name="prev_projection")
+            self.prev_adjustment = ReluConvBN(
+                filters=filters, settings=self.settings, name="prev_projection", dtype=self.dtype_policy
+            )
         elif prev_mode == "reduce":
             self.prev_adjustment = FactorizedReduction(
-                filters=filters, strides=2, settings=self.settings, name="prev_reduction"
+                filters=filters, strides=2, settings=self.settings, name="prev_reduction", dtype=self.dtype_policy
             )
 
         # Static bookkeeping per state: width, and whether it is at the reduced resolution.
@@ -100,6 +102,7 @@ class Cell(SettingsLayer):
                         strides=op_strides,
                         settings=self.settings,
                         name=f"comb_{i}_{'left' if j % 2 == 0 else 'right'}_{genotype.operations[j]}",
+                        dtype=self.dtype_policy,
                     )
                 )
                 results.append(reduced[state] or op_strides > 1)
@@ -117,10 +120,11 @@ class Cell(SettingsLayer):
                     strides=2 if reduced[state] != reduced[-1] else 1,
                     settings=self.settings,
                     name=f"output_projection_{state}",
+                    dtype=self.dtype_policy,
                 )
 
         if drop_path_keep_prob < 1.0:
-            self.drop_path = DropPath(name="drop_path")
+            self.drop_path = DropPath(name="drop_path", dtype=self.dtype_policy)
 
     @property
     def output_channels(self) -> int:

@@ -94,7 +94,8 @@ class Conv2D(keras.layers.Conv2D):
         return super().convolution_op(inputs, kernel)
 
 
-def conv2d(filters: int, kernel_size, settings: BlockSettings, *, strides=1, padding="same", name=None) -> Conv2D:
+def conv2d(filters: int, kernel_size, settings: BlockSettings, *, strides=1, padding="same", name=None,
+           dtype=None) -> Conv2D:
     """A bias-free convolution with the NASNet initializer and L2."""
     return Conv2D(
         filters,
@@ -106,10 +107,11 @@ def conv2d(filters: int, kernel_size, settings: BlockSettings, *, strides=1, pad
         kernel_initializer=kernel_initializer(),
         kernel_regularizer=settings.regularizer(),
         name=name,
+        dtype=dtype,
     )
 
 
-def separable_conv2d(filters: int, kernel_size: int, settings: BlockSettings, *, strides=1, name=None):
+def separable_conv2d(filters: int, kernel_size: int, settings: BlockSettings, *, strides=1, name=None, dtype=None):
     """Depthwise k×k (multiplier 1) then pointwise 1×1, no bias, nothing in between."""
     return keras.layers.SeparableConv2D(
         filters,
@@ -124,10 +126,11 @@ def separable_conv2d(filters: int, kernel_size: int, settings: BlockSettings, *,
         depthwise_regularizer=settings.regularizer(),
         pointwise_regularizer=settings.regularizer(),
         name=name,
+        dtype=dtype,
     )
 
 
-def dense(units: int, settings: BlockSettings, *, name=None) -> keras.layers.Dense:
+def dense(units: int, settings: BlockSettings, *, name=None, dtype=None) -> keras.layers.Dense:
     """Fully connected logits layer: NASNet initializer and L2 on the kernel, zero bias."""
     return keras.layers.Dense(
         units,
@@ -135,12 +138,14 @@ def dense(units: int, settings: BlockSettings, *, name=None) -> keras.layers.Den
         bias_initializer="zeros",
         kernel_regularizer=settings.regularizer(),
         name=name,
+        dtype=dtype,
     )
 
 
-def batch_norm(settings: BlockSettings, *, name=None) -> keras.layers.BatchNormalization:
+def batch_norm(settings: BlockSettings, *, name=None, dtype=None) -> keras.layers.BatchNormalization:
+    """Batch norm; under a mixed policy Keras keeps its statistics and arithmetic in float32."""
     return keras.layers.BatchNormalization(
-        axis=settings.channel_axis, momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name=name
+        axis=settings.channel_axis, momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name=name, dtype=dtype
     )
 
 
@@ -198,8 +203,8 @@ class ReluConvBN(SettingsLayer):
         self.kernel_size = kernel_size
         self.strides = strides
         self.clip_output = clip_output
-        self.conv = conv2d(filters, kernel_size, self.settings, strides=strides, name="conv")
-        self.bn = batch_norm(self.settings, name="bn")
+        self.conv = conv2d(filters, kernel_size, self.settings, strides=strides, name="conv", dtype=self.dtype_policy)
+        self.bn = batch_norm(self.settings, name="bn", dtype=self.dtype_policy)
 
     def build(self, input_shape):
         self.conv.build(input_shape)
@@ -244,11 +249,13 @@ class FactorizedReduction(SettingsLayer):
         self.filters = filters
         self.strides = strides
         if strides == 1:
-            self.conv = conv2d(filters, 1, self.settings, name="conv")
+            self.conv = conv2d(filters, 1, self.settings, name="conv", dtype=self.dtype_policy)
         else:
-            self.even_conv = conv2d(filters // 2, 1, self.settings, name="even_conv")
-            self.odd_conv = conv2d(filters // 2 + filters % 2, 1, self.settings, name="odd_conv")
-        self.bn = batch_norm(self.settings, name="bn")
+            self.even_conv = conv2d(filters // 2, 1, self.settings, name="even_conv", dtype=self.dtype_policy)
+            self.odd_conv = conv2d(
+                filters // 2 + filters % 2, 1, self.settings, name="odd_conv", dtype=self.dtype_policy
+            )
+        self.bn = batch_norm(self.settings, name="bn", dtype=self.dtype_policy)
 
     def build(self, input_shape):
         if self.strides == 1:

@@ -35,8 +35,13 @@ class NASNet(keras.Model):
     convolutions then run through a transpose, see `layers.Conv2D`). Returns
     ``{"logits": [B, K], "features": [B, 24F]}`` plus ``"aux_logits": [B, K]`` when
     ``training`` and the aux head is enabled. Outputs are float32, also under a mixed
-    precision policy (set it globally, with `keras.config.set_dtype_policy`, before
-    building: sublayers take the global policy).
+    precision policy.
+
+    Mixed precision: pass ``dtype="mixed_bfloat16"`` (or ``"mixed_float16"``, or a
+    `keras.DTypePolicy`); every sublayer gets the model's policy, so convolutions run in
+    the low-precision dtype while variables (and batch-norm statistics) stay float32.
+    The policy is part of the config: a saved ``.keras`` model reloads with it. Without
+    ``dtype`` the global policy (`keras.config.dtype_policy()`) applies, as for any layer.
 
     Drop path (the original's intended schedule, SPEC_ORIGINAL §3.7): cell ``c`` (counting
     reduction cells) keeps each op output with probability
@@ -130,8 +135,8 @@ class NASNet(keras.Model):
             skip_reduction_layer_input=skip_reduction_layer_input,
             drop_path_keep_prob=drop_path_keep_prob,
         )
-        self.stem_conv = conv2d(self.plan.stem_filters, 3, settings, name="stem_conv")
-        self.stem_bn = batch_norm(settings, name="stem_bn")
+        self.stem_conv = conv2d(self.plan.stem_filters, 3, settings, name="stem_conv", dtype=self.dtype_policy)
+        self.stem_bn = batch_norm(settings, name="stem_bn", dtype=self.dtype_policy)
         genotypes = {REDUCTION: genotype_lib.NASNET_A_REDUCTION, NORMAL: genotype_lib.NASNET_A_NORMAL}
         self.cells = []
         counts = {}
@@ -147,12 +152,15 @@ class NASNet(keras.Model):
                     drop_path_keep_prob=spec.drop_path_keep_prob,
                     settings=settings,
                     name=f"{spec.kind}_cell_{counts[spec.kind]}",
+                    dtype=self.dtype_policy,
                 )
             )
         if self.has_aux_head:
-            self.aux_head = AuxHead(num_classes=num_classes, settings=settings, name="aux_head")
-        self.dropout = keras.layers.Dropout(1.0 - dense_dropout_keep_prob, name="dropout")
-        self.classifier = dense(num_classes, settings, name="logits")
+            self.aux_head = AuxHead(
+                num_classes=num_classes, settings=settings, name="aux_head", dtype=self.dtype_policy
+            )
+        self.dropout = keras.layers.Dropout(1.0 - dense_dropout_keep_prob, name="dropout", dtype=self.dtype_policy)
+        self.classifier = dense(num_classes, settings, name="logits", dtype=self.dtype_policy)
         # Counts training-mode calls: the drop-path ramp's step, restarting with every new model.
         self.training_step = self.add_weight(
             name="training_step",

@@ -39,10 +39,13 @@ class StackedSeparableConv(SettingsLayer):
         self.filters = filters
         self.kernel_size = kernel_size
         self.strides = strides
-        self.separable_1 = separable_conv2d(filters, kernel_size, self.settings, strides=strides, name="separable_1")
-        self.bn_1 = batch_norm(self.settings, name="bn_1")
-        self.separable_2 = separable_conv2d(filters, kernel_size, self.settings, name="separable_2")
-        self.bn_2 = batch_norm(self.settings, name="bn_2")
+        policy = self.dtype_policy
+        self.separable_1 = separable_conv2d(
+            filters, kernel_size, self.settings, strides=strides, name="separable_1", dtype=policy
+        )
+        self.bn_1 = batch_norm(self.settings, name="bn_1", dtype=policy)
+        self.separable_2 = separable_conv2d(filters, kernel_size, self.settings, name="separable_2", dtype=policy)
+        self.bn_2 = batch_norm(self.settings, name="bn_2", dtype=policy)
 
     def build(self, input_shape):
         self.separable_1.build(input_shape)
@@ -92,11 +95,14 @@ class Pool(SettingsLayer):
         self.input_channels = input_channels
         self.strides = strides
         pool_class = {"avg": keras.layers.AveragePooling2D, "max": keras.layers.MaxPooling2D}[kind]
-        self.pool = pool_class(3, strides=strides, padding="same", data_format=self.settings.data_format, name="pool")
+        self.pool = pool_class(
+            3, strides=strides, padding="same", data_format=self.settings.data_format, name="pool",
+            dtype=self.dtype_policy,
+        )
         self.project = input_channels != filters
         if self.project:
-            self.conv = conv2d(filters, 1, self.settings, name="conv")
-            self.bn = batch_norm(self.settings, name="bn")
+            self.conv = conv2d(filters, 1, self.settings, name="conv", dtype=self.dtype_policy)
+            self.bn = batch_norm(self.settings, name="bn", dtype=self.dtype_policy)
 
     def build(self, input_shape):
         self.pool.build(input_shape)
@@ -146,7 +152,12 @@ class Identity(SettingsLayer):
         self.project = strides > 1 or input_channels != filters
         if self.project:
             self.projection = ReluConvBN(
-                filters=filters, strides=strides, clip_output=True, settings=self.settings, name="projection"
+                filters=filters,
+                strides=strides,
+                clip_output=True,
+                settings=self.settings,
+                name="projection",
+                dtype=self.dtype_policy,
             )
 
     def build(self, input_shape):
@@ -173,12 +184,24 @@ _POOL_KINDS = {genotype.AVG_POOL_3X3: "avg", genotype.MAX_POOL_3X3: "max"}
 
 
 def make_operation(
-    operation: str, *, filters: int, input_channels: int, strides: int, settings: BlockSettings, name: str
+    operation: str,
+    *,
+    filters: int,
+    input_channels: int,
+    strides: int,
+    settings: BlockSettings,
+    name: str,
+    dtype=None,
 ) -> keras.layers.Layer:
-    """Builds the layer for one genotype operation name (see `genotype.KNOWN_OPERATIONS`)."""
+    """Builds the layer for one genotype operation name (see `genotype.KNOWN_OPERATIONS`) with dtype policy `dtype`."""
     if operation in _SEPARABLE_KERNELS:
         return StackedSeparableConv(
-            filters=filters, kernel_size=_SEPARABLE_KERNELS[operation], strides=strides, settings=settings, name=name
+            filters=filters,
+            kernel_size=_SEPARABLE_KERNELS[operation],
+            strides=strides,
+            settings=settings,
+            name=name,
+            dtype=dtype,
         )
     if operation in _POOL_KINDS:
         return Pool(
@@ -188,7 +211,10 @@ def make_operation(
             strides=strides,
             settings=settings,
             name=name,
+            dtype=dtype,
         )
     if operation == genotype.IDENTITY:
-        return Identity(filters=filters, input_channels=input_channels, strides=strides, settings=settings, name=name)
+        return Identity(
+            filters=filters, input_channels=input_channels, strides=strides, settings=settings, name=name, dtype=dtype
+        )
     raise ValueError(f"no layer for operation {operation!r}")  # genotype validation makes this unreachable

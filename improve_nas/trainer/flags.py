@@ -14,7 +14,7 @@ from improve_nas.presets import PRESETS
 # Flags whose values become `Config` fields when given explicitly; the others are handled by the entry point.
 CONFIG_FLAGS = ("batch_size", "train_steps", "save_summary_steps", "dataset", "tf_random_seed", "eval_steps",
                 "save_checkpoints_secs", "save_checkpoints_steps", "keep_checkpoint_max", "data_dir",
-                "distribution")
+                "distribution", "precision")
 
 flags.DEFINE_integer("batch_size", 32, "Minibatch size for training, evaluation and inference.")
 flags.DEFINE_integer("train_steps", 1_000_000, "Total training steps over all AdaNet iterations; each iteration "
@@ -38,6 +38,9 @@ flags.DEFINE_string("data_dir", None, "TFDS data directory for cifar10, cifar100
 flags.DEFINE_string("distribution", "none", "none: train on one device; mirrored: data parallel over all local GPUs "
                     "(else all CPU devices), each --batch_size batch split evenly across them "
                     "(TensorFlow MirroredStrategy, JAX DataParallel).")
+flags.DEFINE_string("precision", "float32", "Keras dtype policy of the NASNet members: float32, mixed_bfloat16 or "
+                    "mixed_float16 (compute in 16 bits, float32 variables; losses, mixture weights and metrics stay "
+                    "float32; mixed_float16 adds dynamic loss scaling). Cannot change when resuming.")
 
 FLAGS = flags.FLAGS
 
