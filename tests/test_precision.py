@@ -289,6 +289,12 @@ def test_precision_is_a_config_field_checked_on_resume():
         Config.from_dict({**config.to_dict(), "precision": "half"})
 
 
+def test_float16_with_a_distribution_is_refused():
+    with pytest.raises(UsageError, match="mixed_float16 does not support distribution=mirrored"):
+        Config(dataset="fake", precision="mixed_float16", distribution="mirrored")
+    assert Config(dataset="fake", precision="mixed_bfloat16", distribution="mirrored").precision == "mixed_bfloat16"
+
+
 def test_bench_takes_the_precision_flag():
     from improve_nas.bench import bench_config
 
