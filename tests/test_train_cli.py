@@ -103,3 +103,32 @@ def test_report_subcommand_prints_the_table(smoke_run):
     lines = result.stdout.splitlines()
     assert lines[0] == "dataset fake (10 classes)" and lines[-1].startswith("final: 2 members")
     assert len([line for line in lines if line[:1].isdigit()]) == 2
+
+
+def test_mixed_bfloat16_run_trains_exports_float32_and_refuses_another_precision(tmp_path):
+    model_dir = tmp_path / "run"
+    flags = ["--preset=smoke", "--dataset=fake", f"--model_dir={model_dir}", "--tf_random_seed=7"]
+    result = _run(["improve_nas.cli", "train", *flags, "--precision=mixed_bfloat16"])
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert json.loads((model_dir / "config.json").read_text())["precision"] == "mixed_bfloat16"
+    report = json.loads((model_dir / "report.json").read_text())
+    assert report["final"]["members"] == 2 and np.isfinite(report["final"]["loss"])
+    script = (
+        "import glob, numpy as np, keras, tensorflow as tf\n"
+        "import improve_nas.adanet.ensemble_model, improve_nas.models, improve_nas.data.augment\n"
+        f"root = {str(model_dir)!r}\n"
+        "member = keras.saving.load_model(glob.glob(root + '/iterations/1/members/*.keras')[0])\n"
+        "assert {l.dtype_policy.name for l in member._flatten_layers()} == {'mixed_bfloat16'}\n"
+        "images = np.zeros((2, 32, 32, 3), np.uint8)\n"
+        "a = keras.saving.load_model(root + '/export/ensemble.keras').predict(images, verbose=0)\n"
+        "served = tf.saved_model.load(root + '/export/saved_model')  # kept: it owns the variables\n"
+        "b = served.serve(tf.constant(images))\n"
+        "assert a['logits'].dtype == np.float32 and b['logits'].dtype == tf.float32\n"
+        "assert b['probabilities'].dtype == tf.float32\n"
+        "np.testing.assert_allclose(a['logits'], b['logits'].numpy(), rtol=1e-3, atol=1e-3)\n"
+        "print('OK')\n")
+    check = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600,
+                           env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", KERAS_BACKEND="tensorflow"))
+    assert check.returncode == 0 and "OK" in check.stdout, check.stderr[-3000:]
+    refused = _run(["improve_nas.trainer.trainer", *flags, "--precision=float32"])
+    assert refused.returncode == 2 and "differing: precision" in refused.stderr
