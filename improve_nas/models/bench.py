@@ -62,32 +62,28 @@ def benchmark_training_step(
     images = rng.uniform(-1.0, 1.0, (batch_size * (steps + 1), image_size, image_size, channels)).astype("float32")
     labels = rng.integers(0, num_classes, batch_size * (steps + 1))
 
-    previous_policy = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(DTYPE_POLICIES[dtype])
-    try:
-        model = NASNet(
-            num_classes=num_classes,
-            num_cells=num_cells,
-            num_conv_filters=num_conv_filters,
-            use_aux_head=False,
-            total_training_steps=steps + 1,
-            data_format=data_format,
-        )
-        model.build((None, image_size, image_size, channels))  # create weights eagerly, not while tracing
-        model.compile(
-            optimizer=keras.optimizers.SGD(learning_rate=0.01, momentum=0.9),
-            loss={"logits": keras.losses.SparseCategoricalCrossentropy(from_logits=True)},
-        )
-        fit_args = {"batch_size": batch_size, "epochs": 1, "shuffle": False, "verbose": 0}
-        start = time.perf_counter()
-        model.fit(images[:batch_size], {"logits": labels[:batch_size]}, **fit_args)
-        compile_seconds = time.perf_counter() - start
-        start = time.perf_counter()
-        history = model.fit(images[batch_size:], {"logits": labels[batch_size:]}, **fit_args)
-        float(history.history["loss"][-1])  # the loss is a device value: wait for the last step
-        elapsed = time.perf_counter() - start
-    finally:
-        keras.config.set_dtype_policy(previous_policy)
+    model = NASNet(
+        num_classes=num_classes,
+        num_cells=num_cells,
+        num_conv_filters=num_conv_filters,
+        use_aux_head=False,
+        total_training_steps=steps + 1,
+        data_format=data_format,
+        dtype=DTYPE_POLICIES[dtype],  # every layer takes the model's policy; the global one stays untouched
+    )
+    model.build((None, image_size, image_size, channels))  # create weights eagerly, not while tracing
+    model.compile(
+        optimizer=keras.optimizers.SGD(learning_rate=0.01, momentum=0.9),
+        loss={"logits": keras.losses.SparseCategoricalCrossentropy(from_logits=True)},
+    )
+    fit_args = {"batch_size": batch_size, "epochs": 1, "shuffle": False, "verbose": 0}
+    start = time.perf_counter()
+    model.fit(images[:batch_size], {"logits": labels[:batch_size]}, **fit_args)
+    compile_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    history = model.fit(images[batch_size:], {"logits": labels[batch_size:]}, **fit_args)
+    float(history.history["loss"][-1])  # the loss is a device value: wait for the last step
+    elapsed = time.perf_counter() - start
 
     return {
         "backend": keras.config.backend(),
