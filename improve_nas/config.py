@@ -29,7 +29,7 @@ MIXTURE_WEIGHT_TYPES = ("scalar", "vector", "matrix")
 DATA_FORMATS = ("NHWC", "NCHW")
 SELECTION = ("train", "holdout")
 AUGMENTATIONS = ("basic", "none")
-DISTRIBUTIONS = ("none", "mirrored")  # improve_nas.adanet.distribution
+DISTRIBUTIONS = ("none", "mirrored", "multi_worker")  # improve_nas.adanet.distribution
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")  # Keras dtype policy names of the NASNet members
 
 
@@ -147,7 +147,8 @@ class Config:
     model_dir: str = ""
     data_dir: str | None = None  # TFDS data directory (local or gs://)
     preset: str | None = None  # the preset the run started from, for the record
-    distribution: str = "none"  # none: one device; mirrored: data parallel over all local devices
+    # none: one device; mirrored: data parallel over all local devices; multi_worker: over all TF_CONFIG workers
+    distribution: str = "none"
     # The members' Keras dtype policy: mixed_* compute in bfloat16/float16 with float32 variables; losses, mixture
     # weights and metrics stay float32; mixed_float16 also scales the loss. Fixed for a run (resume checks it).
     precision: str = "float32"

@@ -6,6 +6,7 @@ becomes numpy partitions, the hparams become a NASNet generator and the data par
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -32,7 +33,8 @@ def train(config: Config) -> dict:
     Everything that can be wrong with the input is checked before the run directory (or the bucket) is touched. A
     gs:// run trains in a local working copy (`run_location`), pulled first and pushed after every checkpoint, every
     finished iteration and at the end. SIGTERM stops the run cleanly at the next batch, after a checkpoint
-    (`preemption`).
+    (`preemption`). In a multi-worker run every process trains, and only the chief writes `model_dir` (the others
+    work in a scratch copy, `run_location.WorkerCopy`) and exports; the others wait for it before returning.
 
     Returns:
       The run's report (DESIGN §4).
@@ -43,13 +45,16 @@ def train(config: Config) -> dict:
     """
     if not config.dataset:
         raise UsageError("flag --dataset is required (or a --preset that sets it)")
+    distribution = _process_distribution(config)
     location = run_location.open_location(config.model_dir)
+    if not distribution.is_chief:
+        location = run_location.WorkerCopy(location)
     stored = location.read_text(CONFIG_JSON)
     if stored is not None:
         _check_same_run(Config.from_json(stored), config)
     tensorboard_target = os.environ.get(TENSORBOARD_ENV) or None
     dataset = load_dataset(config.dataset, data_dir=config.data_dir, seed=0)
-    seed = _resolve_seed(config, location)
+    seed = distribution.chief_value(_resolve_seed(config, location))
     data = partitions(dataset, config, seed=seed)
     settings = engine_settings(config, seed=seed)
 
@@ -60,12 +65,13 @@ def train(config: Config) -> dict:
 
     generator = make_generator(config.hparams, iteration_steps=config.iteration_steps, dtype=config.precision)
     run_dir = RunDirectory(location.local_dir)
-    copies = [run_location.TensorBoardCopy(tensorboard_target, run_dir.tensorboard_dir)] if tensorboard_target else []
+    copies = [run_location.TensorBoardCopy(tensorboard_target, run_dir.tensorboard_dir)] \
+        if tensorboard_target and distribution.is_chief else []
 
     # Input checked; from here on the run directory changes.
     from improve_nas import preemption  # imports Keras: only once the input is known to be good
 
-    with preemption.PreemptionGuard() as guard:
+    with preemption.PreemptionGuard() as guard, _closed_at_exit(location):
         def sync() -> None:
             location.push()
             for copy in copies:
@@ -96,12 +102,37 @@ def train(config: Config) -> dict:
         from improve_nas.export import EXPORT_DIR, export_final_ensemble
 
         # Missing also in a finished run that was preempted between its last iteration and the export.
-        if not os.path.isdir(run_dir.file(EXPORT_DIR)):
+        if distribution.is_chief and not os.path.isdir(run_dir.file(EXPORT_DIR)):
             export_final_ensemble(run_dir, preprocessing=make_augmentation(config, seed=seed),
                                   image_shape=dataset.image_shape)
         report = _write_report(model_dir, dataset, run_dir.summaries())
         sync()
+        distribution.wait_for_chief()
     return report
+
+
+def _process_distribution(config: Config):
+    """The hooks of `config.distribution` that concern the whole process (`is_chief`, `chief_value`, ...).
+
+    `multi_worker` is made now, before any data is loaded, because TensorFlow must not have started its runtime yet
+    (the engine later gets the same one); the other distributions are made by the engine, and only their one-process
+    hooks are needed here. TF_CONFIG is checked against the flag without importing Keras, so a mismatch fails fast.
+    """
+    from improve_nas.adanet.distribution import Distribution, check_cluster, make_distribution
+
+    cluster = check_cluster(config.distribution)
+    if config.distribution != "multi_worker":
+        return Distribution()
+    distribution = make_distribution(config.distribution, batch_size=config.batch_size)
+    print(f"multi_worker: this process is {cluster.task} of {cluster.num_workers} workers, "
+          f"{distribution.num_replicas} replicas in all; "
+          f"{'it writes model_dir' if distribution.is_chief else 'the chief writes model_dir'}", flush=True)
+    return distribution
+
+
+def _closed_at_exit(location):
+    """Deletes a worker's scratch copy when the run ends."""
+    return contextlib.closing(location) if isinstance(location, run_location.WorkerCopy) else contextlib.nullcontext()
 
 
 def _grow(config: Config, run_dir, dataset: ImageDataset, data, settings, generator,
@@ -140,7 +171,9 @@ def engine_settings(config: Config, *, seed: int):
         eval_batch_size=config.batch_size, eval_steps=config.eval_steps,
         checkpoint_steps=config.save_checkpoints_steps, checkpoint_secs=config.save_checkpoints_secs,
         keep_checkpoint_max=config.keep_checkpoint_max, seed=seed,
-        jit_compile=False if _backend() == "tensorflow" else "auto", distribution=config.distribution)
+        jit_compile=False if _backend() == "tensorflow" else "auto", distribution=config.distribution,
+        # multi_worker: from the host; device variables would be broadcast from the chief, and uint8 images cannot be
+        data_on_device=config.distribution != "multi_worker")
 
 
 def partitions(dataset: ImageDataset, config: Config, *, seed: int):

@@ -12,6 +12,10 @@ model_dir is on gs:// works in a local copy that `gcs.DirectoryMirror` keeps in 
 The working copy is `$TMPDIR/improve_nas/<hash of the URL>`: a cache the bucket can always rebuild, so it may be
 deleted between runs. The bucket is the truth: `pull` also drops local files the bucket does not hold, so a stale
 copy (another run once stored under the same URL, or writes a crash never uploaded) is never resumed.
+
+In a multi-worker run only the chief writes the run directory; every other worker trains in a `WorkerCopy`: a
+private scratch directory that starts as a copy of the chief's state (so a rerun resumes where the chief stopped) and
+is never written back.
 """
 
 from __future__ import annotations
@@ -111,6 +115,42 @@ class TensorBoardCopy:
             self._mirror.push()
         elif os.path.isdir(self._source):
             shutil.copytree(self._source, self.target, dirs_exist_ok=True)
+
+
+class WorkerCopy:
+    """A non-chief worker's run directory: a scratch copy of `location`'s, read from it, never written back.
+
+    `pull` copies what resuming needs (finished iterations, checkpoints); the worker writes its own config.json and
+    the rest. It must pull before its first collective operation: from then on the chief, which cannot pass a step
+    without it, may change those files. `close` deletes the scratch directory.
+    """
+
+    RESUME_STATE = ("iterations", "checkpoints")
+
+    def __init__(self, location: LocalLocation | GcsLocation):
+        self.url = location.url
+        self.local_dir = tempfile.mkdtemp(prefix="improve_nas-worker-")
+        self._location = location
+
+    def read_text(self, name: str) -> str | None:
+        return self._location.read_text(name)
+
+    def pull(self) -> None:
+        _remove_all_but(self.local_dir, set())
+        if isinstance(self._location, GcsLocation):
+            GcsLocation(self.url, local_dir=self.local_dir, client=self._location._client).pull()
+            return
+        for name in self.RESUME_STATE:
+            source = os.path.join(self._location.local_dir, name)
+            if os.path.isdir(source):  # temporary and staging names are the chief's writes in flight
+                shutil.copytree(source, os.path.join(self.local_dir, name),
+                                ignore=shutil.ignore_patterns(".tmp-*", ".staging-*"))
+
+    def push(self) -> None:
+        pass
+
+    def close(self) -> None:
+        shutil.rmtree(self.local_dir, ignore_errors=True)
 
 
 def open_location(model_dir: str) -> LocalLocation | GcsLocation:

@@ -37,7 +37,9 @@ flags.DEFINE_string("preset", None, f"Named experiment to start from; flags over
 flags.DEFINE_string("data_dir", None, "TFDS data directory for cifar10, cifar100 and tfds:NAME (local or gs://).")
 flags.DEFINE_string("distribution", "none", "none: train on one device; mirrored: data parallel over all local GPUs "
                     "(else all CPU devices), each --batch_size batch split evenly across them "
-                    "(TensorFlow MirroredStrategy, JAX DataParallel).")
+                    "(TensorFlow MirroredStrategy, JAX DataParallel); multi_worker: over every device of every "
+                    "process TF_CONFIG names (Vertex AI multi-replica jobs; TensorFlow only), only the chief writes "
+                    "model_dir.")
 flags.DEFINE_string("precision", "float32", "Keras dtype policy of the NASNet members: float32, mixed_bfloat16 or "
                     "mixed_float16 (compute in 16 bits, float32 variables; losses, mixture weights and metrics stay "
                     "float32; mixed_float16 adds dynamic loss scaling). Cannot change when resuming.")
