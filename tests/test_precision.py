@@ -226,7 +226,9 @@ def test_grow_ensemble_with_mixed_precision_nasnets(policy, tmp_path):
     from improve_nas.export import serving_model
 
     if policy == "mixed_float16" and keras.backend.backend() == "jax":
-        pytest.skip("float16 convolutions on XLA:CPU compile slowly; the float16 step is covered above")
+        # It passes there too (about a minute on 2 cores); the suite keeps one engine run per backend, and the
+        # loss-scaled, clipped float16 step is tested above on both.
+        pytest.skip("float16 engine run: TensorFlow only, to keep the JAX suite short")
     settings = EngineSettings(
         num_iterations=2, iteration_steps=2, batch_size=8, optimizer="momentum", learning_rate=0.05,
         schedule="cosine", clip_norm=5.0, loss=LossSpec(label_smoothing=0.1, distillation="adaptive"),
