@@ -64,6 +64,12 @@ def test_clipped_distilled_two_candidate_run_matches_one_device(runs):
     assert results["grow/none"]["numbers"][0] != results["grow_unclipped/none"]["numbers"][0]
 
 
+def test_the_loss_ema_is_the_global_batch_s(runs):
+    _, results = runs
+    if results["ema_of_replica_values"] is not None:  # TensorFlow: replicas assign separately, aggregated by mean
+        assert results["ema_of_replica_values"] == pytest.approx(2.0)
+
+
 def test_batch_norm_statistics_are_the_global_batch(runs):
     out_dir, results = runs
     _assert_same_run(out_dir, results, "batchnorm")
@@ -145,6 +151,7 @@ def _child(out_dir: str) -> None:
         results["odd_batch_error"] = None
     except UsageError as error:
         results["odd_batch_error"] = str(error)
+    results["ema_of_replica_values"] = _ema_of_replica_values() if keras.backend.backend() == "tensorflow" else None
     # one fit chunk per iteration where no resume needs checkpoints in between (each chunk costs time)
     grow = dict(generator=toy.GrowingGenerator, num_iterations=2, optimizer="momentum", clip_norm=0.05,
                 learning_rate=0.5, ensembler=EnsemblerSpec(learn_mixture_weights=True),
@@ -207,6 +214,22 @@ def _child(out_dir: str) -> None:
     record("grow/mirrored_resumed", path, run("grow", "mirrored", path, checkpoint_steps=2))
     with open(os.path.join(out_dir, "results.json"), "w", encoding="utf-8") as f:
         json.dump(results, f)
+
+
+def _ema_of_replica_values() -> float:
+    """A `ZeroDebiasedEma` updated in replica context with 1.0 on one device and 3.0 on the other."""
+    import tensorflow as tf
+
+    from improve_nas.adanet.ema import ZeroDebiasedEma
+    from improve_nas.adanet.tf_distribution import MirroredDistribution
+
+    strategy = MirroredDistribution().strategy
+    with strategy.scope():
+        ema = ZeroDebiasedEma(decay=0.5)
+    values = strategy.experimental_distribute_values_from_function(
+        lambda context: tf.constant(1.0 + 2.0 * context.replica_id_in_sync_group))
+    strategy.run(tf.function(ema.update), args=(values,))
+    return float(ema.result())
 
 
 def _devices_holding(variable) -> int:

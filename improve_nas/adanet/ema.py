@@ -20,8 +20,13 @@ class ZeroDebiasedEma(keras.layers.Layer):
         kwargs["trainable"] = False
         super().__init__(**kwargs)
         self.decay = float(decay)
-        self.biased = self.add_weight(shape=(), initializer="zeros", trainable=False, name="biased")
-        self.count = self.add_weight(shape=(), initializer="zeros", trainable=False, name="count")
+        # "mean": under a tf.distribute strategy each replica assigns its own update (from its share of the batch);
+        # the replicas' values are averaged, so the EMA is the global batch's (with equal shares, the mean of the
+        # replicas' mean losses is the batch's mean loss), identical on every replica. No effect on one device.
+        self.biased = self.add_weight(shape=(), initializer="zeros", trainable=False, name="biased",
+                                      aggregation="mean")
+        self.count = self.add_weight(shape=(), initializer="zeros", trainable=False, name="count",
+                                     aggregation="mean")
         self.built = True
 
     def update(self, value) -> None:

@@ -18,10 +18,10 @@ device in four ways, which `MirroredDistribution.training(model)` corrects while
   models here are built already, so that read is skipped (only the optimizer is built, in the strategy's scope).
 
 Not corrected, because only model code could: random draws (augmentation, drop path, dropout) use the same seeds on
-every replica, so the i-th example of every replica's share gets the same draws (on JAX they match one device);
-and a non-trainable variable assigned in training without an aggregation mode keeps one value per replica, of which
-reads see the first replica's (`ZeroDebiasedEma`, read by selection when `use_evaluator` is off, then tracks the
-first replica's share; `aggregation="mean"` on its weights would make it the global batch's).
+every replica, so the i-th example of every replica's share gets the same draws (on JAX they match one device).
+Model code must also give an aggregation mode to any non-trainable variable it assigns in training, else each replica
+keeps its own value and reads see the first replica's: `ZeroDebiasedEma` (read by selection when `use_evaluator` is
+off) uses `aggregation="mean"`, so it tracks the global batch's loss; batch norm is synchronized (above).
 
 Inference: under a strategy, Keras's `predict_on_batch` feeds the whole batch to every replica and concatenates the
 replicas' outputs (n rows per example). `for_inference` wraps a model so that `predict_on_batch` splits the batch
