@@ -7,6 +7,7 @@ iteration and at the end, so it is always complete for what has finished.
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any, Iterable
 
@@ -34,10 +35,13 @@ def write_report(model_dir: str, report: dict[str, Any]) -> None:
 
 
 def load_report(model_dir: str) -> dict[str, Any]:
-    path = os.path.join(model_dir, REPORT_JSON)
-    if not os.path.exists(path):
+    """The report of run directory `model_dir`, local or gs://BUCKET/PATH (read as the run reads its files)."""
+    from improve_nas import run_location
+
+    text = run_location.open_location(model_dir).read_text(REPORT_JSON)
+    if text is None:
         raise UsageError(f"no {REPORT_JSON} in {model_dir!r}: not a run directory, or no iteration has finished yet")
-    return fileio.read_json(path)
+    return json.loads(text)
 
 
 def format_table(report: dict[str, Any]) -> str:

@@ -174,3 +174,24 @@ def test_mirror_push_of_some_paths_touches_only_those(gcs_emulator, tmp_path):
     assert sorted(remote_tree(url)) == ["checkpoints/1/ckpt-8.npz"]
     with pytest.raises(ValueError, match="outside"):
         mirror.push([str(tmp_path)])
+
+
+def test_report_reads_a_gs_run_directory(gcs_emulator, capsys):
+    import json
+
+    from improve_nas import cli
+    from improve_nas.report import build_report
+
+    url = f"gs://{gcs_emulator.bucket}/runs/r"
+    entry = {"iteration": 0, "members": ["m0"], "candidates": [{"name": "m0", "selection_loss": 1.0}],
+             "chosen": "m0", "mixture_weights": [1.0], "ensemble": {"accuracy": 0.5, "loss": 1.25},
+             "member_metrics": {"m0": {"accuracy": 0.5, "loss": 1.25}}, "trainable_params": 1234,
+             "train_seconds": 2.0}
+    report = build_report(dataset="fake", num_classes=10, iterations=[entry])
+    gcs.upload_bytes(json.dumps(report).encode(), f"{url}/report.json")
+    assert cli.main(["report", url, "--format=json"]) == 0
+    assert json.loads(capsys.readouterr().out) == report
+    assert cli.main(["report", url]) == 0
+    assert "final: 1 members, test accuracy 0.5000" in capsys.readouterr().out
+    assert cli.main(["report", f"gs://{gcs_emulator.bucket}/runs/none"]) == 2
+    assert "no report.json in 'gs://b/runs/none'" in capsys.readouterr().err
