@@ -35,6 +35,14 @@ workerPoolSpecs:
       args: [--preset=smoke]
 """
 
+WORKER_POOL = """
+  - machineSpec: {machineType: n1-standard-8, acceleratorType: NVIDIA_TESLA_T4, acceleratorCount: 1}
+    replicaCount: 1
+    pythonPackageSpec:
+      executorImageUri: us-docker.pkg.dev/vertex-ai/training/tf-gpu.2-17.py310:latest
+      pythonModule: improve_nas.trainer.trainer
+""".lstrip("\n")
+
 
 def spec_with(**replacements):
     """GOOD_SPEC with textual replacements (old=new pairs given as tuples)."""
@@ -95,8 +103,16 @@ BROKEN_SPECS = {
                            "workerPoolSpecs[0].pythonPackageSpec.packageUris must be empty"),
     "bad train flag in args": (spec_with(m=("[--preset=smoke]", "[--learning_rate=3]")),
                                "workerPoolSpecs[0].pythonPackageSpec.args: unknown train flag --learning_rate"),
-    "two worker pools": (GOOD_SPEC + GOOD_SPEC.replace("workerPoolSpecs:\n", ""),
-                         "workerPoolSpecs holds 2 worker pools"),
+    "three worker pools": (GOOD_SPEC + 2 * WORKER_POOL, "workerPoolSpecs holds 3 worker pools"),
+    "two chief replicas with workers": (spec_with(m=("replicaCount: 1", "replicaCount: 2")) + WORKER_POOL,
+                                        "workerPoolSpecs[0].replicaCount=2 must be 1"),
+    "workers with their own args": (GOOD_SPEC + WORKER_POOL.replace("pythonModule:", "args: [--preset=smoke]\n"
+                                                                    "      pythonModule:"),
+                                    "workerPoolSpecs[1].pythonPackageSpec.args must be empty"),
+    "workers on another image": (GOOD_SPEC + WORKER_POOL.replace("tf-gpu.2-17", "tf-gpu.2-15"),
+                                 "workerPoolSpecs[1].pythonPackageSpec.executorImageUri must equal"),
+    "no workers": (GOOD_SPEC + WORKER_POOL.replace("replicaCount: 1", "replicaCount: 0"),
+                   "workerPoolSpecs[1].replicaCount=0 must be at least 1"),
     "pools not a list": ("workerPoolSpecs: {replicaCount: 1}\n", "workerPoolSpecs must be a list"),
     "small disk": (spec_with(m=("    replicaCount: 1\n", "    replicaCount: 1\n    diskSpec: {bootDiskSizeGb: 50}\n")),
                    "workerPoolSpecs[0].diskSpec.bootDiskSizeGb=50"),
@@ -257,6 +273,22 @@ def test_plan_merges_args_adds_the_run_directory_and_names_the_package():
     assert job.package_uri.endswith(".tar.gz")
     assert job.config.train_steps == 9 and job.config.dataset == "digits"  # the quickstart preset's
     assert load_job_spec(CONFIG_TEST)["workerPoolSpecs"][0]["pythonPackageSpec"]["args"] == ["--preset=smoke"]
+
+
+def test_a_worker_pool_runs_the_chief_s_package_and_args_and_needs_multi_worker(tmp_path):
+    config = tmp_path / "workers.yaml"
+    config.write_text(GOOD_SPEC + WORKER_POOL.replace("replicaCount: 1", "replicaCount: 3"))
+    job = plan("--distribution=multi_worker", config=str(config), display_name="mw")
+    chief, workers = job.spec["workerPoolSpecs"]
+    assert workers["replicaCount"] == 3 and chief["replicaCount"] == 1
+    assert workers["pythonPackageSpec"]["args"] == chief["pythonPackageSpec"]["args"] == [
+        "--preset=smoke", "--distribution=multi_worker", "--job-dir=gs://b/improve_nas/runs/mw"]
+    assert workers["pythonPackageSpec"]["packageUris"] == chief["pythonPackageSpec"]["packageUris"] == [
+        job.package_uri]
+    with pytest.raises(UsageError, match="a second worker pool .* needs --distribution=multi_worker"):
+        plan(config=str(config))
+    with pytest.raises(UsageError, match="--distribution=multi_worker needs one; .* has 1 pool"):
+        plan("--distribution=multi_worker")
 
 
 def test_plan_keeps_a_given_run_directory_or_vertex_output_directory(tmp_path):

@@ -2,9 +2,11 @@
 
 The file is a `CustomJobSpec` (https://cloud.google.com/vertex-ai/docs/reference/rest/v1/CustomJobSpec), the same
 YAML `gcloud ai custom-jobs create --config=FILE` reads, restricted to what an improve_nas job uses: one worker pool
-of one replica running `improve_nas.trainer.trainer` from a Python package on a prebuilt container. Anything else is
-refused here, with the field's path, instead of minutes later by Vertex AI (or, worse, accepted and wrong: two
-replicas would each train the whole ensemble into the same model_dir).
+of one replica running `improve_nas.trainer.trainer` from a Python package on a prebuilt container, and optionally a
+second pool of worker replicas for `--distribution=multi_worker` (Vertex AI's TF_CONFIG makes pool 0 the chief),
+running the same image and module (submit gives it pool 0's package and args). Anything else is refused here, with
+the field's path, instead of minutes later by Vertex AI (or, worse, accepted and wrong: two replicas of pool 0 would
+each train the whole ensemble into the same model_dir).
 """
 
 from __future__ import annotations
@@ -67,10 +69,19 @@ def _job_spec(spec: Any) -> None:
     _mapping("", spec, required=("workerPoolSpecs",),
              optional=("baseOutputDirectory", "scheduling", "serviceAccount", "network", "enableWebAccess"))
     pools = _list("workerPoolSpecs", spec["workerPoolSpecs"])
-    if len(pools) != 1:
-        raise _SpecError(f"workerPoolSpecs holds {len(pools)} worker pools; it must hold exactly one "
-                         "(improve_nas trains on the GPUs of one machine)")
+    if len(pools) not in (1, 2):
+        raise _SpecError(f"workerPoolSpecs holds {len(pools)} worker pools; it must hold one (the chief), or two "
+                         "(the chief and its workers, for --distribution=multi_worker)")
     _worker_pool("workerPoolSpecs[0]", pools[0])
+    if len(pools) == 2:
+        _worker_pool("workerPoolSpecs[1]", pools[1], workers=True)
+        for key in ("executorImageUri", "pythonModule"):
+            if pools[1]["pythonPackageSpec"][key] != pools[0]["pythonPackageSpec"][key]:
+                raise _SpecError(f"workerPoolSpecs[1].pythonPackageSpec.{key} must equal workerPoolSpecs[0]'s: "
+                                 "every replica runs the same trainer")
+        if pools[1]["pythonPackageSpec"].get("args"):
+            raise _SpecError("workerPoolSpecs[1].pythonPackageSpec.args must be empty: the workers get "
+                             "workerPoolSpecs[0]'s args (every replica runs the same command)")
     if "baseOutputDirectory" in spec:
         output = spec["baseOutputDirectory"]
         _mapping("baseOutputDirectory", output, required=("outputUriPrefix",))
@@ -84,11 +95,13 @@ def _job_spec(spec: Any) -> None:
         _boolean("enableWebAccess", spec["enableWebAccess"])
 
 
-def _worker_pool(path: str, pool: Any) -> None:
+def _worker_pool(path: str, pool: Any, *, workers: bool = False) -> None:
     _mapping(path, pool, required=("machineSpec", "replicaCount", "pythonPackageSpec"), optional=("diskSpec",))
     _machine_spec(f"{path}.machineSpec", pool["machineSpec"])
     replicas = _integer(f"{path}.replicaCount", pool["replicaCount"])
-    if replicas != 1:
+    if workers and replicas < 1:
+        raise _SpecError(f"{path}.replicaCount={replicas} must be at least 1 (or leave out the workers' pool)")
+    if not workers and replicas != 1:
         raise _SpecError(f"{path}.replicaCount={replicas} must be 1: improve_nas trains in one process on one "
                          "machine, and more replicas would each train the whole ensemble into the same model_dir")
     if "diskSpec" in pool:

@@ -138,12 +138,17 @@ def plan_job(request: SubmitRequest, *, source_root: str | None = None,
                          "deleted when the job ends")
     gcs.parse_gs_url(run_dir)  # a malformed bucket name fails here, not on the training machine
     config = train_flags.resolve_train_config(flags, model_dir=run_dir)
+    workers = len(spec["workerPoolSpecs"]) > 1
+    if workers != (config.distribution == "multi_worker"):
+        raise UsageError("a second worker pool (workerPoolSpecs[1]) needs --distribution=multi_worker, and "
+                         f"--distribution=multi_worker needs one; {request.config_path} has "
+                         f"{len(spec['workerPoolSpecs'])} pool(s) and the flags say --distribution={config.distribution}")
     source = package.find_source_tree(source_root)
     package_uri = f"{staging}/improve_nas/packages/{source.archive_name}"
     resolved = copy.deepcopy(spec)
-    resolved_pool = resolved["workerPoolSpecs"][0]["pythonPackageSpec"]
-    resolved_pool["packageUris"] = [package_uri]
-    resolved_pool["args"] = train_flags.format_train_flags(flags)
+    for pool in resolved["workerPoolSpecs"]:  # the workers run exactly what the chief runs
+        pool["pythonPackageSpec"]["packageUris"] = [package_uri]
+        pool["pythonPackageSpec"]["args"] = train_flags.format_train_flags(flags)
     return JobPlan(display_name=display_name, region=request.region, project=request.project, spec=resolved,
                    package_uri=package_uri, run_dir=run_dir, source=source, config=config)
 
