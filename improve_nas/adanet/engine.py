@@ -36,6 +36,7 @@ from improve_nas.adanet.ensemble_model import EnsembleModel
 from improve_nas.adanet.ensemblers import EnsemblerSpec
 from improve_nas.adanet.evaluation import evaluate
 from improve_nas.adanet.iteration_model import FrozenEnsemble, IterationModel, LossSpec
+from improve_nas.adanet.memory import release_memory
 from improve_nas.adanet.optimizers import make_optimizer, needs_loss_scaling
 from improve_nas.adanet.run_directory import RunDirectory
 from improve_nas.adanet.selection import evaluate_adanet_losses, needs_selection_losses, select_candidate
@@ -112,7 +113,7 @@ def grow_ensemble(*, run_dir: RunDirectory, settings: EngineSettings, generator:
     distribution = make_distribution(settings.distribution, batch_size=settings.batch_size)
     device_data = None
     for iteration in range(len(finished), settings.num_iterations):
-        keras.backend.clear_session()  # frees the last iteration's graphs; also makes layer names reproducible
+        keras.backend.clear_session()  # makes layer names reproducible
         with distribution.scope():  # entered after clear_session, which would forget a JAX distribution
             if settings.data_on_device and device_data is None:  # uploaded once, used by every iteration
                 device_data = DeviceData(data.x_train, data.y_train, name="training_data")
@@ -120,6 +121,8 @@ def grow_ensemble(*, run_dir: RunDirectory, settings: EngineSettings, generator:
                                      make_preprocessing=make_preprocessing, make_callbacks=make_callbacks,
                                      on_write=on_write or (lambda: None), distribution=distribution,
                                      device_data=device_data)
+        keras.backend.clear_session()  # the iteration's models and graphs become garbage
+        release_memory()
         if settings.verbose:
             print(_summary_line(summary, settings.num_iterations), flush=True)
         if on_iteration_end is not None:
