@@ -212,3 +212,11 @@ def test_checkpoints_leave_the_device_data_out(tmp_path):
     with np.load(path) as saved:
         assert not any("training_data" in p or p.endswith(("/images", "/labels")) for p in saved["paths"])
         assert max(saved[key].size for key in saved.files if key != "paths") < data.x_train.size
+
+
+def test_ema_selection_without_force_grow_compares_the_previous_ensemble_on_this_iterations_batches(tmp_path):
+    # Iteration 0 has one candidate, so it tracks no EMA; iteration 1 must still give the previous ensemble one.
+    summaries = grow(tmp_path / "run", force_grow=False, use_evaluator=False, num_iterations=2)
+    losses = [c["selection_loss"] for c in summaries[1]["candidates"]]
+    assert len(losses) == 2 and all(loss is not None and np.isfinite(loss) for loss in losses)
+    assert summaries[1]["chosen"] == summaries[1]["candidates"][int(np.argmin(losses))]["name"]

@@ -155,7 +155,8 @@ def _run_iteration(iteration: int, *, run_dir: RunDirectory, settings: EngineSet
         iteration=iteration, builders=builders, num_classes=data.num_classes, input_shape=data.x_train.shape[1:],
         previous=previous, strategy=make_strategy(settings.strategy), ensembler=settings.ensembler,
         loss=settings.loss, preprocessing=make_preprocessing(iteration_seed),
-        track_adanet_loss_ema=selects and not settings.use_evaluator, input_dtype=str(data.x_train.dtype),
+        track_adanet_loss_ema=selects and not settings.use_evaluator, previous_competes=not settings.force_grow,
+        input_dtype=str(data.x_train.dtype),
         device_data=device_data, name=f"iteration_{iteration}")
     model.compile(jit_compile=settings.jit_compile, optimizer=make_optimizer(
         settings.optimizer, learning_rate=settings.learning_rate, schedule=settings.schedule,

@@ -98,6 +98,10 @@ class IterationModel(keras.Model):
         track_adanet_loss_ema: Keep the EMA of each candidate's training AdaNet loss (needed for
             selection without an evaluator; makes training compute the ensembles).
         ema_decay: Decay of that EMA.
+        previous_competes: The previous ensemble is a selection candidate (no `force_grow`). With
+            `track_adanet_loss_ema`, its EMA is then tracked on this iteration's batches too, as
+            AdaNet did, rather than taken from the iteration that trained it (which may not have
+            tracked one).
         input_dtype: dtype of the model input.
         device_data: The training partition on the device (`device_data.py`). `fit` may then be fed
             `{"rows": int32 [B]}` without labels: images and labels are gathered from it in the step.
@@ -118,7 +122,7 @@ class IterationModel(keras.Model):
                  input_shape: Sequence[int], previous: FrozenEnsemble | None = None,
                  strategy: Strategy | None = None, ensembler: EnsemblerSpec | None = None,
                  loss: LossSpec | None = None, preprocessing: keras.layers.Layer | None = None,
-                 track_adanet_loss_ema: bool = False, ema_decay: float = 0.9,
+                 track_adanet_loss_ema: bool = False, ema_decay: float = 0.9, previous_competes: bool = False,
                  input_dtype: str = "float32", device_data: DeviceData | None = None, **kwargs):
         super().__init__(**kwargs)
         if not builders:
@@ -145,6 +149,8 @@ class IterationModel(keras.Model):
 
         self._teacher_mode = self.loss_spec.distillation if previous else Distillation.NONE
         self._train_ensembles = self.ensembler_spec.learns or track_adanet_loss_ema
+        self.previous_ema = ZeroDebiasedEma(ema_decay, name=f"ema_{self.selection_names[0]}") \
+            if previous and track_adanet_loss_ema and previous_competes else None
         self._previous_called_in_training = self._previous_needed_in_training()
         self.emas = [ZeroDebiasedEma(ema_decay, name=f"ema_{n}") for n in self.candidate_names] \
             if track_adanet_loss_ema else []
@@ -198,6 +204,8 @@ class IterationModel(keras.Model):
         if self._train_ensembles:
             for prev, _ in self._candidate_members:
                 needed.update(prev)
+        if self.previous_ema is not None:
+            needed.update(range(len(self.previous_members)))
         return sorted(needed)
 
     def _probe(self, model, example, name, *, training):
@@ -229,7 +237,8 @@ class IterationModel(keras.Model):
             result["regularization"] = {n: _sum_losses(s) for n, s in zip(self.member_names, self.subnetworks)}
 
         ensembles = {}
-        if self.previous and (not training or self._teacher_mode is Distillation.ADAPTIVE):
+        if self.previous and (not training or self._teacher_mode is Distillation.ADAPTIVE
+                              or self.previous_ema is not None):
             ordered = [prev_out[i] for i in range(len(self.previous_members))]
             ensembles[self.selection_names[0]] = self.previous_ensembler(
                 [o["logits"] for o in ordered], _features_if(self._previous_needs_features, ordered))
@@ -272,6 +281,10 @@ class IterationModel(keras.Model):
                 self.adanet_loss_metrics[j].update_state(terms["adanet_loss"])
             if training and self.emas:
                 self.emas[j].update(terms["adanet_loss"])
+        if training and self.previous_ema is not None:
+            terms = losses_lib.ensemble_loss_terms(labels=y, logits=ensembles[self.selection_names[0]],
+                                                   complexity=self.previous_ensembler.complexity_penalty())
+            self.previous_ema.update(terms["adanet_loss"])
         return total
 
     def _teacher_logits(self, y_pred):
@@ -299,7 +312,9 @@ class IterationModel(keras.Model):
         if not self.emas:
             raise ValueError("built with track_adanet_loss_ema=False: no EMA to read")
         values = [float(ops.convert_to_numpy(e.result())) for e in self.emas]
-        if self.previous:
+        if self.previous_ema is not None:
+            values.insert(0, float(ops.convert_to_numpy(self.previous_ema.result())))
+        elif self.previous:
             stored = self.previous.record.adanet_loss_ema
             values.insert(0, float("nan") if stored is None else stored)
         return values

@@ -13,10 +13,9 @@ there is one), then the new candidate ensembles. Rules, in order:
    without it, it may win and the ensemble does not grow this iteration.
 
 Use `needs_selection_losses` before training to know whether the losses will be read at all (no
-EMA to track, no evaluator pass to run, frozen members left out of training). One exception: EMA
-selection without `force_grow` compares new candidates with the previous ensemble's stored EMA
-(`EnsembleRecord.adanet_loss_ema`); an iteration that did not track it stores None, which counts
-as NaN, so that ensemble can then never be kept. Track the EMA in every iteration in that setting.
+EMA to track, no evaluator pass to run, frozen members left out of training). EMA selection
+without `force_grow` tracks the previous ensemble's EMA on the current iteration's batches, as
+AdaNet did (`IterationModel(previous_competes=True)`), so it competes on equal terms.
 """
 
 from __future__ import annotations
