@@ -160,10 +160,6 @@ class Config:
             _check_positive(name, getattr(self, name), what="flag")
         _check_choice("distribution", self.distribution, DISTRIBUTIONS, what="flag")
         _check_choice("precision", self.precision, PRECISIONS, what="flag")
-        if self.precision == "mixed_float16" and self.distribution != "none":
-            # TensorFlow's MirroredStrategy would sum the gradients twice under Keras' LossScaleOptimizer.
-            raise UsageError(f"flag precision=mixed_float16 does not support distribution={self.distribution} yet; "
-                             "use precision=mixed_bfloat16 (no loss scaling needed)")
         if self.eval_steps is not None and self.eval_steps <= 0:
             raise UsageError(f"flag eval_steps={self.eval_steps} must be positive (omit it for the whole test set)")
         if self.save_checkpoints_secs < 0 or self.save_checkpoints_steps < 0:

@@ -50,6 +50,17 @@ def _assert_same_run(out_dir, results, scenario, mirrored="mirrored"):
             np.testing.assert_allclose(b[name], a[name], rtol=2e-4, atol=1e-5, err_msg=name)
 
 
+def test_float16_with_loss_scaling_matches_one_device(runs):
+    # float16 arithmetic on a split batch differs in the last bits; summing the replicas' gradients twice (the bug
+    # this guards against) would double every update, far outside this tolerance.
+    out_dir, results = runs
+    want, got = results["float16/none"], results["float16/mirrored"]
+    np.testing.assert_allclose(np.concatenate(got["numbers"]), np.concatenate(want["numbers"]), rtol=2e-2, atol=2e-3)
+    with np.load(out_dir / "float16-none.npz") as a, np.load(out_dir / "float16-mirrored.npz") as b:
+        for name in a.files:
+            np.testing.assert_allclose(b[name], a[name], rtol=2e-2, atol=2e-3, err_msg=name)
+
+
 def test_mirrored_trains_on_every_device(runs):
     _, results = runs
     assert results["replicas"] == DEVICES
@@ -145,6 +156,32 @@ def _child(out_dir: str) -> None:
         def generate_candidates(self, previous_ensemble, iteration):
             return [BatchNormBuilder(8)]
 
+    @keras.saving.register_keras_serializable(package="improve_nas_tests")
+    class Float16Net(keras.Model):
+        """The toy net computing in float16 (mixed_float16: the engine adds dynamic loss scaling)."""
+
+        def __init__(self, *, width: int, num_classes: int, **kwargs):
+            super().__init__(**{**kwargs, "dtype": "mixed_float16"})
+            self.width, self.num_classes = width, num_classes
+            self.flatten = keras.layers.Flatten(dtype=self.dtype_policy)
+            self.hidden = keras.layers.Dense(width, activation="relu", dtype=self.dtype_policy)
+            self.head = keras.layers.Dense(num_classes, dtype=self.dtype_policy)
+
+        def call(self, x, training=False):
+            h = self.hidden(self.flatten(x))
+            return {"logits": self.head(h), "features": h}
+
+        def get_config(self):
+            return {**super().get_config(), "width": self.width, "num_classes": self.num_classes}
+
+    class Float16Generator(toy.Generator):
+        def generate_candidates(self, previous_ensemble, iteration):
+            return [Float16Builder(8)]
+
+    class Float16Builder(toy.WidthBuilder):
+        def build_subnetwork(self, *, num_classes, input_shape):
+            return Float16Net(width=self.width, num_classes=num_classes, name=self.name)
+
     results = {"replicas": make_distribution("mirrored", batch_size=16).num_replicas}
     try:
         make_distribution("mirrored", batch_size=DEVICES + 1)
@@ -161,6 +198,8 @@ def _child(out_dir: str) -> None:
         "grow_unclipped": {**grow, "num_iterations": 1, "clip_norm": 0.0},
         "batchnorm": dict(generator=BatchNormGenerator, num_iterations=1, optimizer="sgd", learning_rate=0.2,
                           checkpoint_steps=6),
+        "float16": dict(generator=Float16Generator, num_iterations=1, optimizer="momentum", learning_rate=0.5,
+                        clip_norm=0.05, checkpoint_steps=6),
     }
     images = toy.toy_data().x_test
 
@@ -199,7 +238,7 @@ def _child(out_dir: str) -> None:
                                                    for layer in m._flatten_layers())}
 
     for scenario, distributions in (("grow", ("none", "mirrored")), ("grow_unclipped", ("none",)),
-                                    ("batchnorm", ("none", "mirrored"))):
+                                    ("batchnorm", ("none", "mirrored")), ("float16", ("none", "mirrored"))):
         for distribution in distributions:
             path = os.path.join(out_dir, f"{scenario}-{distribution}")
             record(f"{scenario}/{distribution}", path, run(scenario, distribution, path))

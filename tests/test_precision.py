@@ -291,9 +291,9 @@ def test_precision_is_a_config_field_checked_on_resume():
         Config.from_dict({**config.to_dict(), "precision": "half"})
 
 
-def test_float16_with_a_distribution_is_refused():
-    with pytest.raises(UsageError, match="mixed_float16 does not support distribution=mirrored"):
-        Config(dataset="fake", precision="mixed_float16", distribution="mirrored")
+def test_float16_combines_with_a_distribution():
+    # tests/test_distribution.py checks that float16 under "mirrored" trains what one device trains.
+    assert Config(dataset="fake", precision="mixed_float16", distribution="mirrored").precision == "mixed_float16"
     assert Config(dataset="fake", precision="mixed_bfloat16", distribution="mirrored").precision == "mixed_bfloat16"
 
 

@@ -8,7 +8,8 @@ device in four ways, which `MirroredDistribution.training(model)` corrects while
   returns the replica's mean loss. The wrapper divides it.
 - Clipping. Keras's TensorFlow optimizer sums the replicas' gradients after `apply`, so per-candidate clipping in
   `apply` would see one replica's gradients. `apply` here sums them first (so clipping sees the global batch's
-  gradients, as on one device), and Keras's later sum is skipped.
+  gradients, as on one device), and Keras's later sum is skipped. Under a loss-scaling wrapper (mixed_float16) the
+  wrapper's `apply` sums, and the optimizer it wraps skips its own sum too.
 - Batch norm. Each replica would normalise with its own share's statistics and keep its own moving averages (reads
   see the first replica's). Every `BatchNormalization` runs with `synchronized=True` during training (statistics
   of the global batch, identical moving averages), and is switched back afterwards so that saved models load on
@@ -56,9 +57,14 @@ class MirroredDistribution(Distribution):
     @contextlib.contextmanager
     def training(self, model: keras.Model):
         optimizer_class = type(model.optimizer)
+        # A loss-scaling wrapper (mixed_float16) sums in its own `apply`; the optimizer it wraps must not sum again.
+        inner = getattr(model.optimizer, "inner_optimizer", None)
+        inner_class = type(inner) if inner is not None else None
         batch_norms = [layer for layer in model._flatten_layers(include_self=False, recursive=True)
                        if isinstance(layer, keras.layers.BatchNormalization) and not layer.synchronized]
         model.optimizer.__class__ = _summing_replica_gradients(optimizer_class)
+        if inner is not None:
+            inner.__class__ = _not_summing_replica_gradients(inner_class)
         model.compute_loss = _divided_by_replicas(model.compute_loss)
         model._maybe_symbolic_build = functools.partial(_build_without_reading_data, model, self.strategy)
         for layer in batch_norms:
@@ -70,6 +76,8 @@ class MirroredDistribution(Distribution):
                 layer.synchronized = False
             del model.compute_loss, model._maybe_symbolic_build  # the class's methods again
             model.optimizer.__class__ = optimizer_class
+            if inner is not None:
+                inner.__class__ = inner_class
 
     def for_inference(self, model: keras.Model):
         return _SplitBatchPredictor(model, self.strategy)
@@ -127,6 +135,18 @@ class _SumReplicaGradients:
 @functools.cache
 def _summing_replica_gradients(optimizer_class: type) -> type:
     return type(f"ReplicaSummed{optimizer_class.__name__}", (_SumReplicaGradients, optimizer_class), {})
+
+
+class _GradientsAlreadySummed:
+    """Optimizer mixin for the optimizer inside a loss-scaling wrapper: the wrapper's `apply` summed already."""
+
+    def _all_reduce_sum_gradients(self, grads_and_vars):
+        return list(grads_and_vars)
+
+
+@functools.cache
+def _not_summing_replica_gradients(optimizer_class: type) -> type:
+    return type(f"PreSummed{optimizer_class.__name__}", (_GradientsAlreadySummed, optimizer_class), {})
 
 
 class _SplitBatchPredictor:
