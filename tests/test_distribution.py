@@ -156,31 +156,14 @@ def _child(out_dir: str) -> None:
         def generate_candidates(self, previous_ensemble, iteration):
             return [BatchNormBuilder(8)]
 
-    @keras.saving.register_keras_serializable(package="improve_nas_tests")
-    class Float16Net(keras.Model):
-        """The toy net computing in float16 (mixed_float16: the engine adds dynamic loss scaling)."""
-
-        def __init__(self, *, width: int, num_classes: int, **kwargs):
-            super().__init__(**{**kwargs, "dtype": "mixed_float16"})
-            self.width, self.num_classes = width, num_classes
-            self.flatten = keras.layers.Flatten(dtype=self.dtype_policy)
-            self.hidden = keras.layers.Dense(width, activation="relu", dtype=self.dtype_policy)
-            self.head = keras.layers.Dense(num_classes, dtype=self.dtype_policy)
-
-        def call(self, x, training=False):
-            h = self.hidden(self.flatten(x))
-            return {"logits": self.head(h), "features": h}
-
-        def get_config(self):
-            return {**super().get_config(), "width": self.width, "num_classes": self.num_classes}
-
     class Float16Generator(toy.Generator):
         def generate_candidates(self, previous_ensemble, iteration):
             return [Float16Builder(8)]
 
     class Float16Builder(toy.WidthBuilder):
         def build_subnetwork(self, *, num_classes, input_shape):
-            return Float16Net(width=self.width, num_classes=num_classes, name=self.name)
+            # the toy net computing in float16 (mixed_float16: the engine adds dynamic loss scaling)
+            return toy.DenseNet(width=self.width, num_classes=num_classes, name=self.name, dtype="mixed_float16")
 
     results = {"replicas": make_distribution("mirrored", batch_size=16).num_replicas}
     try:

@@ -17,14 +17,14 @@ K = 3
 
 @keras.saving.register_keras_serializable(package="improve_nas_tests")
 class DenseNet(keras.Model):
-    """Rescaled flat input -> Dense(width) -> logits; enough to learn the toy task."""
+    """Rescaled flat input -> Dense(width) -> logits; enough to learn the toy task. Its layers take its dtype policy."""
 
     def __init__(self, *, width: int, num_classes: int, **kwargs):
         super().__init__(**kwargs)
         self.width, self.num_classes = width, num_classes
-        self.flatten = keras.layers.Flatten()
-        self.hidden = keras.layers.Dense(width, activation="relu")
-        self.head = keras.layers.Dense(num_classes)
+        self.flatten = keras.layers.Flatten(dtype=self.dtype_policy)
+        self.hidden = keras.layers.Dense(width, activation="relu", dtype=self.dtype_policy)
+        self.head = keras.layers.Dense(num_classes, dtype=self.dtype_policy)
 
     def call(self, x, training=False):
         h = self.hidden(self.flatten(x))
