@@ -36,7 +36,7 @@ from improve_nas.adanet.ensemble_model import EnsembleModel
 from improve_nas.adanet.ensemblers import EnsemblerSpec
 from improve_nas.adanet.evaluation import evaluate
 from improve_nas.adanet.iteration_model import FrozenEnsemble, IterationModel, LossSpec
-from improve_nas.adanet.memory import release_memory
+from improve_nas.adanet.memory import released_after
 from improve_nas.adanet.optimizers import make_optimizer, needs_loss_scaling
 from improve_nas.adanet.run_directory import RunDirectory
 from improve_nas.adanet.selection import evaluate_adanet_losses, needs_selection_losses, select_candidate
@@ -114,15 +114,14 @@ def grow_ensemble(*, run_dir: RunDirectory, settings: EngineSettings, generator:
     device_data = None
     for iteration in range(len(finished), settings.num_iterations):
         keras.backend.clear_session()  # makes layer names reproducible
-        with distribution.scope():  # entered after clear_session, which would forget a JAX distribution
+        # distribution.scope() is entered after clear_session, which would forget a JAX distribution
+        with released_after(), distribution.scope():
             if settings.data_on_device and device_data is None:  # uploaded once, used by every iteration
                 device_data = DeviceData(data.x_train, data.y_train, name="training_data")
             summary = _run_iteration(iteration, run_dir=run_dir, settings=settings, generator=generator, data=data,
                                      make_preprocessing=make_preprocessing, make_callbacks=make_callbacks,
                                      on_write=on_write or (lambda: None), distribution=distribution,
                                      device_data=device_data)
-        keras.backend.clear_session()  # the iteration's models and graphs become garbage
-        release_memory()
         if settings.verbose:
             print(_summary_line(summary, settings.num_iterations), flush=True)
         if on_iteration_end is not None:
