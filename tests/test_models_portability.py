@@ -10,29 +10,15 @@ import sys
 import keras
 import numpy as np
 import pytest
-from keras import ops
 
 from improve_nas.models import NASNet
+from tiny_nasnet import images, numpy, tiny
 from improve_nas.models.aux_head import AuxHead
 from improve_nas.models.layers import BlockSettings
 
 pytestmark = pytest.mark.multibackend
 
 BACKEND_CHECK = os.path.join(os.path.dirname(__file__), "backend_check_nasnet.py")
-
-
-def numpy(x):
-    return ops.convert_to_numpy(x)
-
-
-def images(batch=2, height=8, width=8, channels=1, seed=0):
-    return np.random.default_rng(seed).uniform(-1, 1, (batch, height, width, channels)).astype("float32")
-
-
-def tiny(**kwargs):
-    """A 5-cell NASNet (3 normal, 2 reduction) of width 2; drop path off unless asked for."""
-    args = dict(num_classes=3, num_cells=3, num_conv_filters=2, drop_path_keep_prob=1.0)
-    return NASNet(**{**args, **kwargs})
 
 
 X = images()
