@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from improve_nas.models import NASNet
-from tiny_nasnet import images, numpy, tiny
 from improve_nas.models.aux_head import AuxHead
 from improve_nas.models.layers import BlockSettings
+from tiny_nasnet import images, numpy, tiny
 
 pytestmark = pytest.mark.multibackend
 
