@@ -12,7 +12,8 @@ How time is measured (identically for the engine and the baseline):
     the step, the other callbacks) is counted.
   - The first step of each `fit` (trace/compile plus one step) is reported as `compile_seconds`, measured from
     its `on_train_batch_begin`, and excluded from throughput: throughput is `(steps - 1) * batch_size` over the
-    time from the first stamp to the last.
+    time from the first stamp to the last. On JAX, XLA's persistent compilation cache starts empty (a temporary
+    directory), so iteration 0 and the baseline compile from scratch and later iterations show what the cache saves.
   - `img_per_s` pools every iteration (total images over total time); `per_iteration_img_per_s` splits it.
 
 The baseline is `fit` on numpy arrays of one NASNet of the same hparams, behind the same augmentation layer, with the
@@ -90,7 +91,8 @@ def run_bench(config: Config) -> dict:
         A JSON-ready dict: `backend`, `device`, `host`, `batch_size`, `steps`, `iterations`, `img_per_s`,
         `baseline_img_per_s`, `baseline_ratio` (baseline / engine), `per_iteration_img_per_s`,
         `last_over_first` (last iteration's throughput / first's), `compile_seconds` (per iteration),
-        `baseline_compile_seconds`, `traces_per_iteration`, `baseline_traces`, `step_seconds_median` and
+        `baseline_compile_seconds`, `compilation_cache` (JAX's persistent cache: "empty at start", or "off" on
+        TensorFlow or when turned off), `traces_per_iteration`, `baseline_traces`, `step_seconds_median` and
         `cpu_seconds_per_step` (per iteration; process CPU time), their `baseline_` twins,
         `peak_host_rss_bytes` (at the end of the engine run), `host_rss_bytes_per_iteration` (after each
         iteration), `load_average` (1-minute load before and after: other processes slow every number down),
@@ -101,11 +103,15 @@ def run_bench(config: Config) -> dict:
 
     dataset = load_dataset(config.dataset, data_dir=config.data_dir, seed=0)
     data = partitions(dataset, config, seed=config.tf_random_seed)
+    from improve_nas.compilation_cache import persistent_compilation_cache
+
     load_before = os.getloadavg()[0]
     started = time.perf_counter()
-    engine = _run_engine(config, data)
-    peak_rss = peak_host_rss_bytes()
-    baseline = _run_baseline(config, data)
+    # An empty cache, as a new `train` run finds it: iteration 0 compiles, later iterations may load its step.
+    with tempfile.TemporaryDirectory() as scratch, persistent_compilation_cache(scratch) as cache:
+        engine = _run_engine(config, data)
+        peak_rss = peak_host_rss_bytes()
+        baseline = _run_baseline(config, data)
     img_per_s = _throughput(engine, config.batch_size)
     per_iteration = [_throughput([timer], config.batch_size) for timer in engine]
     return {
@@ -122,6 +128,7 @@ def run_bench(config: Config) -> dict:
         "last_over_first": round(per_iteration[-1] / per_iteration[0], 3),
         "compile_seconds": [round(timer.compile_seconds, 3) for timer in engine],
         "baseline_compile_seconds": baseline["compile_seconds"],
+        "compilation_cache": "empty at start" if cache else "off",
         "traces_per_iteration": [timer.traces for timer in engine],
         "baseline_traces": baseline["traces"],
         "step_seconds_median": [round(timer.median_step_seconds, 4) for timer in engine],
@@ -148,7 +155,8 @@ def format_text(result: dict) -> str:
         + f" (last/first {result['last_over_first']:.3f})",
         f"baseline {result['baseline_img_per_s']:.2f} img/s (baseline/engine {result['baseline_ratio']:.3f})",
         "compile  " + ", ".join(f"{s:.1f}s" for s in result["compile_seconds"])
-        + f" (baseline {result['baseline_compile_seconds']:.1f}s); traces per iteration "
+        + f" (baseline {result['baseline_compile_seconds']:.1f}s; XLA cache {result['compilation_cache']}); "
+        + "traces per iteration "
         + ", ".join(str(t) for t in result["traces_per_iteration"]),
         "host RSS after each iteration " + ", ".join(f"{b / mib:.0f}" for b in result["host_rss_bytes_per_iteration"])
         + f" MiB; peak {result['peak_host_rss_bytes'] / mib:.0f} MiB; load average "

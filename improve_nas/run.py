@@ -139,15 +139,19 @@ def _grow(config: Config, run_dir, dataset: ImageDataset, data, settings, genera
           guard: preemption.PreemptionGuard, on_write) -> None:
     """Runs the engine: `on_write` after every checkpoint and finished iteration; `guard` stops `fit` early."""
     from improve_nas.adanet.engine import grow_ensemble
+    from improve_nas.compilation_cache import persistent_compilation_cache
 
     def on_iteration_end(summary: dict) -> None:
         _on_iteration_end(run_dir, dataset, summary)
         on_write()
 
-    grow_ensemble(run_dir=run_dir, settings=settings, data=data, generator=generator,
-                  make_preprocessing=lambda layer_seed: make_augmentation(config, seed=layer_seed),
-                  make_callbacks=_training_callbacks(config, run_dir, guard), on_iteration_end=on_iteration_end,
-                  on_write=on_write)
+    with persistent_compilation_cache() as cache_dir:
+        if cache_dir:
+            print(f"XLA compilation cache: {cache_dir}", flush=True)
+        grow_ensemble(run_dir=run_dir, settings=settings, data=data, generator=generator,
+                      make_preprocessing=lambda layer_seed: make_augmentation(config, seed=layer_seed),
+                      make_callbacks=_training_callbacks(config, run_dir, guard), on_iteration_end=on_iteration_end,
+                      on_write=on_write)
 
 
 def engine_settings(config: Config, *, seed: int):
@@ -224,7 +228,7 @@ def _training_callbacks(config: Config, run_dir, guard: preemption.PreemptionGua
             callbacks.append(tensorboard.TrainingSummaries(
                 root=run_dir.tensorboard_dir, every_steps=config.save_summary_steps,
                 base_step=iteration * config.iteration_steps, start_step=start_step,
-                member_names=list(model.member_names), candidate_names=list(model.candidate_names)))
+                subnetwork_loss_keys=model.subnetwork_loss_keys, adanet_loss_keys=model.adanet_loss_keys))
         return callbacks
     return make
 

@@ -48,18 +48,19 @@ class TrainingSummaries(keras.callbacks.Callback):
       every_steps: summary period in steps (`--save_summary_steps`).
       base_step: global step at the start of this iteration (iteration · iteration_steps).
       start_step: step within the iteration at which this `fit` resumes.
-      member_names / candidate_names: names the iteration model tracks metrics for.
+      subnetwork_loss_keys / adanet_loss_keys: member / candidate ensemble name -> key of its loss in the
+        logs (the iteration model's attributes of those names).
     """
 
     def __init__(self, *, root: str, every_steps: int, base_step: int, start_step: int,
-                 member_names: list[str], candidate_names: list[str]):
+                 subnetwork_loss_keys: dict[str, str], adanet_loss_keys: dict[str, str]):
         super().__init__()
         self._writers = _Writers(root)
         self._every = max(1, every_steps)
         self._base = base_step
         self._step = start_step
-        self._members = member_names
-        self._candidates = candidate_names
+        self._members = dict(subnetwork_loss_keys)
+        self._candidates = dict(adanet_loss_keys)
 
     def on_train_batch_end(self, batch, logs=None):
         self._step += 1
@@ -69,14 +70,14 @@ class TrainingSummaries(keras.callbacks.Callback):
         # A float or a schedule of the step within the iteration; a LossScaleOptimizer's own rate is a dummy 0.
         schedule = getattr(self.model.optimizer, "inner_optimizer", self.model.optimizer)._learning_rate
         rate = schedule(self._step) if callable(schedule) else schedule
-        for name in self._members:
-            if f"{name}_loss" in logs:
-                self._writers.scalar(f"subnetwork/{name}", "loss", logs[f"{name}_loss"], step)
+        for name, key in self._members.items():
+            if key in logs:
+                self._writers.scalar(f"subnetwork/{name}", "loss", logs[key], step)
             self._writers.scalar(f"subnetwork/{name}", "learning_rate", float(keras.ops.convert_to_numpy(rate)),
                                  step)
-        for name in self._candidates:
-            if f"{name}_adanet_loss" in logs:
-                self._writers.scalar(f"ensemble/{name}", "adanet_loss", logs[f"{name}_adanet_loss"], step)
+        for name, key in self._candidates.items():
+            if key in logs:
+                self._writers.scalar(f"ensemble/{name}", "adanet_loss", logs[key], step)
 
     def on_train_end(self, logs=None):
         self._writers.flush()

@@ -5,9 +5,17 @@ also pass on the JAX backend carry `pytestmark = pytest.mark.multibackend`; the 
 second time with KERAS_BACKEND=jax.
 """
 
+import atexit
 import os
+import shutil
+import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# JAX runs (in this process and in the CLI subprocesses) cache their XLA compilations in a directory of the
+# suite's own, removed at exit, rather than in the user's cache.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="improve_nas_test_xla_")
+    atexit.register(shutil.rmtree, os.environ["JAX_COMPILATION_CACHE_DIR"], True)
 
 
 def pytest_configure(config):

@@ -115,8 +115,8 @@ def test_fit_trains_every_candidate_and_reports_per_candidate_losses():
     before = _member_losses(model, x, y)
     history = model.fit(x, y, batch_size=16, epochs=4, verbose=0)
     after = _member_losses(model, x, y)
-    assert {"loss", "t0_a_loss", "t0_b_loss", "t0_a_grow_adanet_loss", "t0_b_grow_adanet_loss"} <= set(history.history)
-    assert history.history["t0_a_loss"][-1] < history.history["t0_a_loss"][0]
+    assert {"loss", "a_loss", "b_loss", "a_grow_adanet_loss", "b_grow_adanet_loss"} <= set(history.history)
+    assert history.history["a_loss"][-1] < history.history["a_loss"][0]
     for name in ("t0_a", "t0_b"):
         assert after[name] < before[name] - 0.05, (name, before[name], after[name])
 

@@ -53,6 +53,18 @@ def test_run_directory_layout(smoke_run):
     events = [name for _, _, files in os.walk(model_dir / "tensorboard") for name in files]
     assert any(name.startswith("events.out.tfevents") for name in events)
     assert (model_dir / "tensorboard" / "subnetwork").is_dir() and (model_dir / "tensorboard" / "ensemble").is_dir()
+    # every new member's training loss is summarised under its own name, in each iteration
+    members = sorted(os.listdir(model_dir / "tensorboard" / "subnetwork"))
+    assert [name.split("_")[0] for name in members] == ["t0", "t1"]
+    for name in members:
+        assert {"loss", "learning_rate"} <= _event_tags(model_dir / "tensorboard" / "subnetwork" / name), name
+
+
+def _event_tags(directory):
+    import tensorflow as tf
+
+    return {value.tag for path in directory.glob("events.out.tfevents.*")
+            for event in tf.compat.v1.train.summary_iterator(str(path)) for value in event.summary.value}
 
 
 def test_exports_load_and_predict_raw_uint8_images(smoke_run):

@@ -116,6 +116,9 @@ class IterationModel(keras.Model):
         previous_members, previous_ensembler: The frozen previous ensemble ([] / None at t = 0).
         preprocessing: The preprocessing layer or None.
         emas: One `ZeroDebiasedEma` per candidate ensemble, or [].
+        subnetwork_loss_keys: New member name -> key of its training loss in `fit`'s logs.
+        adanet_loss_keys: Candidate ensemble name -> key of its training AdaNet loss in the logs ({} when the
+            ensembles are not computed in training).
     """
 
     def __init__(self, *, iteration: int, builders: Sequence[Builder], num_classes: int,
@@ -154,9 +157,13 @@ class IterationModel(keras.Model):
         self._previous_called_in_training = self._previous_needed_in_training()
         self.emas = [ZeroDebiasedEma(ema_decay, name=f"ema_{n}") for n in self.candidate_names] \
             if track_adanet_loss_ema else []
-        self.subnetwork_loss_metrics = [keras.metrics.Mean(name=f"{n}_loss") for n in self.member_names]
-        self.adanet_loss_metrics = [keras.metrics.Mean(name=f"{n}_adanet_loss") for n in self.candidate_names] \
-            if self._train_ensembles else []
+        # Log keys carry no iteration number: the names of a step's outputs are part of the compiled program, and
+        # iteration t's step should be the same program as iteration 0's (see `non_trainable_variables`).
+        self.subnetwork_loss_keys = {n: f"{b.name}_loss" for n, b in zip(self.member_names, self.builders)}
+        self.adanet_loss_keys = {n: f"{c.name}_adanet_loss" for n, c in zip(self.candidate_names, self.candidates)} \
+            if self._train_ensembles else {}
+        self.subnetwork_loss_metrics = [keras.metrics.Mean(name=key) for key in self.subnetwork_loss_keys.values()]
+        self.adanet_loss_metrics = [keras.metrics.Mean(name=key) for key in self.adanet_loss_keys.values()]
         self.built = True
 
     def _adopt_previous(self, previous: FrozenEnsemble | None, example) -> list[int | None]:
@@ -207,6 +214,36 @@ class IterationModel(keras.Model):
         if self.previous_ema is not None:
             needed.update(range(len(self.previous_members)))
         return sorted(needed)
+
+    def _idle_in_training(self) -> list[keras.layers.Layer]:
+        """The layers a training step never calls: frozen members no loss reads, and ensemblers not trained."""
+        idle = [m for i, m in enumerate(self.previous_members) if i not in self._previous_called_in_training]
+        if self.previous and not (self._teacher_mode is Distillation.ADAPTIVE or self.previous_ema is not None):
+            idle.append(self.previous_ensembler)
+        if not self._train_ensembles:
+            idle.extend(self.ensemblers)
+        return idle
+
+    @property
+    def non_trainable_variables(self):
+        """All non-trainable state, except, while `fit` runs, that of the layers training never calls.
+
+        Keras on JAX passes this list into the compiled train step and back out of it: leaving the idle layers out
+        keeps iteration t's step the same program as iteration 0's (same arguments), so XLA's persistent
+        compilation cache serves it, and spares every step t frozen members' weights as dead arguments.
+        """
+        every = super().non_trainable_variables
+        if not getattr(self, "_fitting", False):
+            return every
+        idle = {id(v) for layer in self._idle_in_training() for v in layer.variables}
+        return [v for v in every if id(v) not in idle]
+
+    def fit(self, *args, **kwargs):
+        self._fitting = True
+        try:
+            return super().fit(*args, **kwargs)
+        finally:
+            self._fitting = False
 
     def _probe(self, model, example, name, *, training):
         """Builds `model` symbolically (no side effects), checks its outputs, returns D or None."""
