@@ -14,6 +14,7 @@ The cache is trusted code: keep it in a directory only you can write to (the def
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 
 import keras
@@ -60,4 +61,10 @@ def persistent_compilation_cache(directory: str | None = None):
 def _point_cache_at(directory: str | None, jax, compilation_cache) -> None:
     # JAX opens its cache once, at the first compilation that uses it: reset so the next one opens `directory`.
     jax.config.update("jax_compilation_cache_dir", directory)
-    compilation_cache.reset_cache()
+    logger = logging.getLogger("jax._src.compilation_cache")
+    level = logger.level
+    logger.setLevel(logging.WARNING)  # the reset logs an INFO line that would show in the run's output
+    try:
+        compilation_cache.reset_cache()
+    finally:
+        logger.setLevel(level)
