@@ -98,13 +98,12 @@ def run_bench(config: Config) -> dict:
         iteration), `load_average` (1-minute load before and after: other processes slow every number down),
         `wall_seconds` and `config` (the resolved configuration).
     """
+    from improve_nas.compilation_cache import persistent_compilation_cache
     from improve_nas.data import load_dataset
     from improve_nas.run import partitions
 
     dataset = load_dataset(config.dataset, data_dir=config.data_dir, seed=0)
     data = partitions(dataset, config, seed=config.tf_random_seed)
-    from improve_nas.compilation_cache import persistent_compilation_cache
-
     load_before = os.getloadavg()[0]
     started = time.perf_counter()
     # An empty cache, as a new `train` run finds it: iteration 0 compiles, later iterations may load its step.

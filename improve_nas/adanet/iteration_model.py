@@ -155,6 +155,9 @@ class IterationModel(keras.Model):
         self.previous_ema = ZeroDebiasedEma(ema_decay, name=f"ema_{self.selection_names[0]}") \
             if previous and track_adanet_loss_ema and previous_competes else None
         self._previous_called_in_training = self._previous_needed_in_training()
+        # The previous ensemble's output is read in training by adaptive distillation and by its EMA only.
+        self._previous_ensemble_in_training = previous is not None and (
+            self._teacher_mode is Distillation.ADAPTIVE or self.previous_ema is not None)
         self.emas = [ZeroDebiasedEma(ema_decay, name=f"ema_{n}") for n in self.candidate_names] \
             if track_adanet_loss_ema else []
         # Log keys carry no iteration number: the names of a step's outputs are part of the compiled program, and
@@ -218,7 +221,7 @@ class IterationModel(keras.Model):
     def _idle_in_training(self) -> list[keras.layers.Layer]:
         """The layers a training step never calls: frozen members no loss reads, and ensemblers not trained."""
         idle = [m for i, m in enumerate(self.previous_members) if i not in self._previous_called_in_training]
-        if self.previous and not (self._teacher_mode is Distillation.ADAPTIVE or self.previous_ema is not None):
+        if self.previous and not self._previous_ensemble_in_training:
             idle.append(self.previous_ensembler)
         if not self._train_ensembles:
             idle.extend(self.ensemblers)
@@ -274,8 +277,7 @@ class IterationModel(keras.Model):
             result["regularization"] = {n: _sum_losses(s) for n, s in zip(self.member_names, self.subnetworks)}
 
         ensembles = {}
-        if self.previous and (not training or self._teacher_mode is Distillation.ADAPTIVE
-                              or self.previous_ema is not None):
+        if self.previous and (not training or self._previous_ensemble_in_training):
             ordered = [prev_out[i] for i in range(len(self.previous_members))]
             ensembles[self.selection_names[0]] = self.previous_ensembler(
                 [o["logits"] for o in ordered], _features_if(self._previous_needs_features, ordered))
