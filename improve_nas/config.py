@@ -152,6 +152,9 @@ class Config:
     # The members' Keras dtype policy: mixed_* compute in bfloat16/float16 with float32 variables; losses, mixture
     # weights and metrics stay float32; mixed_float16 also scales the loss. Fixed for a run (resume checks it).
     precision: str = "float32"
+    # Images per inference call in selection and test evaluation: speed only, no result depends on it. None: 1,024 on
+    # an accelerator, 128 on a CPU; halved whenever it runs out of memory.
+    inference_batch_size: int | None = None
     hparams: HParams = dataclasses.field(default_factory=HParams)
     data_params: DataParams = dataclasses.field(default_factory=DataParams)
 
@@ -160,6 +163,9 @@ class Config:
             _check_positive(name, getattr(self, name), what="flag")
         _check_choice("distribution", self.distribution, DISTRIBUTIONS, what="flag")
         _check_choice("precision", self.precision, PRECISIONS, what="flag")
+        if self.inference_batch_size is not None and self.inference_batch_size <= 0:
+            raise UsageError(f"flag inference_batch_size={self.inference_batch_size} must be positive (omit it to "
+                             "choose by device)")
         if self.eval_steps is not None and self.eval_steps <= 0:
             raise UsageError(f"flag eval_steps={self.eval_steps} must be positive (omit it for the whole test set)")
         if self.save_checkpoints_secs < 0 or self.save_checkpoints_steps < 0:

@@ -24,7 +24,7 @@ TENSORBOARD_ENV = "AIP_TENSORBOARD_LOG_DIR"
 # Settings that may change between a run and its resumption: they do not change what is trained.
 RESUMABLE_CHANGES = frozenset({"model_dir", "data_dir", "preset", "save_summary_steps", "save_checkpoints_secs",
                                "save_checkpoints_steps", "keep_checkpoint_max", "eval_steps", "tf_random_seed",
-                               "distribution"})
+                               "distribution", "inference_batch_size"})
 
 
 def train(config: Config) -> dict:
@@ -173,6 +173,7 @@ def engine_settings(config: Config, *, seed: int):
         force_grow=hp.force_grow, use_evaluator=hp.use_evaluator or hp.selection == "holdout",
         evaluator_batch_size=hp.resolved_evaluator_batch_size, evaluator_steps=hp.resolved_evaluator_steps,
         eval_batch_size=config.batch_size, eval_steps=config.eval_steps,
+        inference_batch_size=config.inference_batch_size,
         checkpoint_steps=config.save_checkpoints_steps, checkpoint_secs=config.save_checkpoints_secs,
         keep_checkpoint_max=config.keep_checkpoint_max, seed=seed,
         jit_compile=False if _backend() == "tensorflow" else "auto", distribution=config.distribution,

@@ -4,7 +4,7 @@ import itertools
 
 import numpy as np
 
-from improve_nas.adanet.batches import eval_batches, train_batches, train_rows
+from improve_nas.adanet.batches import train_batches, train_rows
 
 N = 10
 IMAGES = np.arange(N)[:, None] * np.ones((1, 3), dtype=np.int64)  # row i holds i
@@ -39,10 +39,3 @@ def test_train_rows_are_the_rows_of_train_batches():
     rows = train_rows(N, batch_size=4, seed=5, start_step=2, steps=5)
     assert rows.dtype == np.int32 and rows.shape == (20,)
     np.testing.assert_array_equal(rows, whole[8:])
-
-
-def test_eval_batches_walk_in_order_and_keep_the_partial_last_batch():
-    batches = list(eval_batches(IMAGES, LABELS, batch_size=4))
-    assert [len(labels) for _, labels in batches] == [4, 4, 2]
-    np.testing.assert_array_equal(np.concatenate([images[:, 0] for images, _ in batches]), np.arange(N))
-    assert len(list(eval_batches(IMAGES, LABELS, batch_size=4, steps=2))) == 2

@@ -9,6 +9,7 @@ import pytest
 from improve_nas.adanet import (
     Builder, ComplexityRegularizedEnsembler, EnsembleRecord, EnsemblerSpec, FrozenEnsemble, IterationModel,
     LossSpec, MemberRecord, evaluate_adanet_losses, make_optimizer, select_candidate, serialize_ensembler)
+from improve_nas.adanet.inference import BatchedPredictor
 from improve_nas.adanet.losses import softmax_cross_entropy
 
 pytestmark = pytest.mark.multibackend
@@ -243,7 +244,8 @@ def test_evaluator_pass_and_selection():
     model = _model([TinyBuilder("a"), TinyBuilder("b")], previous, learn=True)
     model.fit(x, y, batch_size=16, epochs=1, verbose=0)
     batches = [(x[i:i + 16], y[i:i + 16]) for i in range(0, 64, 16)]
-    losses = evaluate_adanet_losses(model, batches)
+    # Evaluator batches of 16; inference in chunks of 24 (padded at the end), which must not change the result.
+    losses = evaluate_adanet_losses(model, x[:64], y[:64], batch_size=16, predict=BatchedPredictor(24))
     assert len(losses) == 3
     first = model.predict_on_batch(x[:16])["ensembles"]["t1_a_grow"].astype(np.float64)
     log_probs = first - np.log(np.exp(first).sum(-1, keepdims=True))

@@ -45,6 +45,8 @@ BAD_INPUTS = {
     "both checkpoint periods": (["--dataset=fake", "--save_checkpoints_steps=5"], "save_checkpoints"),
     "bad precision": (["--dataset=fake", "--precision=half"], "precision='half' is invalid; choose one of: float32, "
                       "mixed_bfloat16, mixed_float16"),
+    "bad inference batch size": (["--dataset=fake", "--inference_batch_size=0"], "inference_batch_size=0 must be "
+                                 "positive"),
     "missing dataset": ([], "dataset"),
 }
 

@@ -220,3 +220,14 @@ def test_ema_selection_without_force_grow_compares_the_previous_ensemble_on_this
     losses = [c["selection_loss"] for c in summaries[1]["candidates"]]
     assert len(losses) == 2 and all(loss is not None and np.isfinite(loss) for loss in losses)
     assert summaries[1]["chosen"] == summaries[1]["candidates"][int(np.argmin(losses))]["name"]
+
+
+def test_selection_and_evaluation_do_not_depend_on_the_inference_batch_size(tmp_path):
+    small, large = (grow(tmp_path / f"run_{size}", generator=GrowingGenerator(), num_iterations=2,
+                         inference_batch_size=size) for size in (5, 1000))
+    for a, b in zip(small, large):
+        assert a["chosen"] == b["chosen"]
+        np.testing.assert_allclose([c["selection_loss"] for c in a["candidates"]],
+                                   [c["selection_loss"] for c in b["candidates"]], rtol=1e-5)
+        assert a["ensemble"]["accuracy"] == b["ensemble"]["accuracy"]
+        assert a["ensemble"]["loss"] == pytest.approx(b["ensemble"]["loss"], rel=1e-5)

@@ -2,8 +2,8 @@
 
 Training walks through a fresh random permutation of the partition every epoch (sampling without replacement, as a
 full shuffle would); batch k of an iteration covers positions [k·B, (k+1)·B) of the concatenated permutations, so
-`train_batches(..., start_step=k)` continues an interrupted iteration with batch k. Evaluation walks the partition
-in order and keeps the partial last batch.
+`train_batches(..., start_step=k)` continues an interrupted iteration with batch k. (Selection and evaluation read
+whole partitions in order: `inference.py`.)
 """
 
 from __future__ import annotations
@@ -52,11 +52,3 @@ def train_rows(size: int, *, batch_size: int, seed: int, start_step: int, steps:
     """The rows of training batches `start_step .. start_step + steps - 1`, int32 `[steps * batch_size]`: batch k
     holds the rows whose images and labels `train_batches` yields as batch k (for data kept on the device)."""
     return EpochPermutations(size, seed).indices(start_step, batch_size, steps).astype(np.int32)
-
-
-def eval_batches(images: np.ndarray, labels: np.ndarray, *, batch_size: int, steps: int | None = None
-                 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """One ordered pass (or its first `steps` batches), partial last batch kept."""
-    count = -(-len(images) // batch_size)
-    for step in range(count if steps is None else min(steps, count)):
-        yield images[step * batch_size:(step + 1) * batch_size], labels[step * batch_size:(step + 1) * batch_size]

@@ -28,13 +28,14 @@ import keras
 import numpy as np
 
 from improve_nas.adanet import checkpoints
-from improve_nas.adanet.batches import eval_batches, train_batches, train_rows
+from improve_nas.adanet.batches import train_batches, train_rows
 from improve_nas.adanet.callbacks import IterationProgress, StopEvery
 from improve_nas.adanet.device_data import ROWS, DeviceData
 from improve_nas.adanet.distribution import Distribution, make_distribution
 from improve_nas.adanet.ensemble_model import EnsembleModel
 from improve_nas.adanet.ensemblers import EnsemblerSpec
 from improve_nas.adanet.evaluation import evaluate
+from improve_nas.adanet.inference import BatchedPredictor, default_inference_batch_size
 from improve_nas.adanet.iteration_model import FrozenEnsemble, IterationModel, LossSpec
 from improve_nas.adanet.memory import released_after
 from improve_nas.adanet.optimizers import make_optimizer, needs_loss_scaling
@@ -64,6 +65,9 @@ class EngineSettings:
     evaluator_steps: int | None = None
     eval_batch_size: int = 32
     eval_steps: int | None = None
+    # Images per inference call in selection and evaluation (a speed setting, inference.py); None: 1,024 on an
+    # accelerator, 128 on a CPU. Halved when it runs out of memory.
+    inference_batch_size: int | None = None
     checkpoint_steps: int = 0  # one of these two is non-zero
     checkpoint_secs: int = 600
     keep_checkpoint_max: int = 5
@@ -111,6 +115,10 @@ def grow_ensemble(*, run_dir: RunDirectory, settings: EngineSettings, generator:
         print(f"{len(finished)} of {settings.num_iterations} iterations already finished in {run_dir.path}",
               flush=True)
     distribution = make_distribution(settings.distribution, batch_size=settings.batch_size)
+    # One for the run: a size halved for lack of memory stays halved in later iterations.
+    predict = BatchedPredictor(settings.inference_batch_size or default_inference_batch_size(),
+                               multiple_of=distribution.num_replicas,
+                               on_shrink=lambda message: print(message, flush=True) if settings.verbose else None)
     device_data = None
     for iteration in range(len(finished), settings.num_iterations):
         keras.backend.clear_session()  # makes layer names reproducible
@@ -121,7 +129,7 @@ def grow_ensemble(*, run_dir: RunDirectory, settings: EngineSettings, generator:
             summary = _run_iteration(iteration, run_dir=run_dir, settings=settings, generator=generator, data=data,
                                      make_preprocessing=make_preprocessing, make_callbacks=make_callbacks,
                                      on_write=on_write or (lambda: None), distribution=distribution,
-                                     device_data=device_data)
+                                     device_data=device_data, predict=predict)
         if settings.verbose:
             print(_summary_line(summary, settings.num_iterations), flush=True)
         if on_iteration_end is not None:
@@ -139,7 +147,7 @@ def load_final_ensemble(run_dir: RunDirectory) -> FrozenEnsemble:
 def _run_iteration(iteration: int, *, run_dir: RunDirectory, settings: EngineSettings, generator: Generator,
                    data: Partitions, make_preprocessing: PreprocessingFactory,
                    make_callbacks: CallbackFactory | None, on_write: Callable[[], None],
-                   distribution: Distribution, device_data: DeviceData | None) -> dict:
+                   distribution: Distribution, device_data: DeviceData | None, predict: BatchedPredictor) -> dict:
     iteration_seed = derive_seed(settings.seed, iteration)
     keras.utils.set_random_seed(iteration_seed)
     previous = run_dir.load_ensemble(iteration - 1) if iteration else None
@@ -171,15 +179,16 @@ def _run_iteration(iteration: int, *, run_dir: RunDirectory, settings: EngineSet
     selection = select_candidate(
         num_candidates=len(model.selection_names), has_previous=previous is not None,
         force_grow=settings.force_grow,
-        losses=lambda: (evaluate_adanet_losses(distribution.for_inference(model), eval_batches(
-            data.x_select, data.y_select, batch_size=settings.evaluator_batch_size, steps=settings.evaluator_steps))
-            if settings.use_evaluator else model.adanet_loss_emas()))
+        losses=lambda: (evaluate_adanet_losses(
+            distribution.for_inference(model), data.x_select, data.y_select, batch_size=settings.evaluator_batch_size,
+            steps=settings.evaluator_steps, predict=predict) if settings.use_evaluator else model.adanet_loss_emas()))
     chosen = model.frozen_ensemble(selection.index)
+    test_rows = len(data.x_test) if settings.eval_steps is None else settings.eval_steps * settings.eval_batch_size
     metrics = evaluate(
         distribution.for_inference(EnsembleModel(members=chosen.members, ensembler=chosen.ensembler,
                                                  member_names=[m.name for m in chosen.record.members],
                                                  preprocessing=model.preprocessing, with_member_logits=True)),
-        eval_batches(data.x_test, data.y_test, batch_size=settings.eval_batch_size, steps=settings.eval_steps))
+        data.x_test[:test_rows], data.y_test[:test_rows], predict=predict)
 
     new_members = {record.name: member for record, member in zip(chosen.record.members, chosen.members)
                    if record.iteration == iteration}

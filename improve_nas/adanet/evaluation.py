@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 import numpy as np
+
+from improve_nas.adanet.inference import BatchedPredictor
 
 
 def _log_softmax(logits: np.ndarray) -> np.ndarray:
@@ -12,41 +12,33 @@ def _log_softmax(logits: np.ndarray) -> np.ndarray:
     return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
 
 
-class _Accumulator:
-    def __init__(self):
-        self.loss = 0.0
-        self.correct = 0
-        self.count = 0
-
-    def add(self, logits: np.ndarray, labels: np.ndarray) -> None:
-        log_probs = _log_softmax(np.asarray(logits))
-        self.loss -= float(log_probs[np.arange(len(labels)), labels].sum())
-        self.correct += int((log_probs.argmax(axis=-1) == labels).sum())
-        self.count += len(labels)
-
-    def result(self) -> dict[str, float]:
-        return {"accuracy": self.correct / self.count, "loss": self.loss / self.count}
+def per_example_cross_entropy(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Softmax cross-entropy of each row, in float64."""
+    log_probs = _log_softmax(np.asarray(logits))
+    return -log_probs[np.arange(len(labels)), np.asarray(labels).reshape(-1).astype(np.int64)]
 
 
-def evaluate(model, batches: Iterable) -> dict:
-    """Accuracy and mean cross-entropy over every example of `batches`.
+def _metrics(logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    return {"accuracy": float((np.asarray(logits).argmax(axis=-1) == labels).mean()),
+            "loss": float(per_example_cross_entropy(logits, labels).mean())}
+
+
+def evaluate(model, images: np.ndarray, labels: np.ndarray, *, predict: BatchedPredictor) -> dict:
+    """Accuracy and mean cross-entropy over every example of `images`.
 
     Args:
       model: an `EnsembleModel` built with `with_member_logits=True`.
-      batches: `(images, labels)` pairs, e.g. one pass over the test partition.
+      images: the examples, e.g. the test partition or its first `eval_steps` batches.
+      labels: their integer labels.
+      predict: runs the model over all rows (`inference.BatchedPredictor`: its batch size changes no result).
 
     Returns:
       `{"ensemble": {"accuracy", "loss"}, "members": {name: {"accuracy", "loss"}}, "examples": n}`.
     """
-    ensemble = _Accumulator()
-    members: dict[str, _Accumulator] = {}
-    for images, labels in batches:
-        labels = np.asarray(labels).reshape(-1).astype(np.int64)
-        outputs = model.predict_on_batch(images)
-        ensemble.add(np.asarray(outputs["logits"]), labels)
-        for name, logits in outputs["members"].items():
-            members.setdefault(name, _Accumulator()).add(np.asarray(logits), labels)
-    if ensemble.count == 0:
+    if len(images) == 0:
         raise ValueError("evaluation got no examples")
-    return {"ensemble": ensemble.result(), "members": {name: acc.result() for name, acc in members.items()},
-            "examples": ensemble.count}
+    labels = np.asarray(labels).reshape(-1).astype(np.int64)
+    outputs = predict(model, images)
+    return {"ensemble": _metrics(outputs["logits"], labels),
+            "members": {name: _metrics(logits, labels) for name, logits in outputs["members"].items()},
+            "examples": len(labels)}

@@ -22,9 +22,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
+
+from improve_nas.adanet.evaluation import per_example_cross_entropy
+from improve_nas.adanet.inference import BatchedPredictor
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,34 +82,34 @@ def select_candidate(
     return Selection(index=first + int(np.nanargmin(eligible)), losses=values)
 
 
-def _mean_cross_entropy(labels: np.ndarray, logits: np.ndarray) -> float:
-    logits = logits.astype(np.float64)
-    shifted = logits - logits.max(axis=-1, keepdims=True)
-    log_probs = shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
-    labels = labels.reshape(-1).astype(np.int64)
-    return float(-log_probs[np.arange(labels.shape[0]), labels].mean())
-
-
-def evaluate_adanet_losses(model, batches: Iterable) -> list[float]:
+def evaluate_adanet_losses(model, images: np.ndarray, labels: np.ndarray, *, batch_size: int,
+                           steps: int | None = None, predict: BatchedPredictor) -> list[float]:
     """Mean per-batch AdaNet loss of each selection candidate of an `IterationModel`.
 
+    The evaluator's batches are the partition's consecutive `batch_size` rows (the first `steps` of them, or all), as
+    AdaNet's evaluator read them; each batch's mean cross-entropy counts once, a partial last batch included. `predict`
+    runs the model over those rows in chunks of its own size, which changes no result (`inference.py`).
+
     Args:
-        model: The trained `IterationModel`; run in inference mode (`predict_on_batch`).
-        batches: Iterable of `(x, labels)` batches, e.g. the training partition without
-            augmentation (AdaNet) or a held-out split.
+        model: The trained `IterationModel`; run in inference mode.
+        images: The partition, e.g. the training partition without augmentation (AdaNet) or a held-out split.
+        labels: Its integer labels.
+        batch_size: Rows per evaluator batch.
+        steps: Evaluator batches; None: one pass over the partition.
+        predict: A `BatchedPredictor`.
 
     Returns:
         One loss per `model.selection_names` entry: plain CE of the ensemble logits plus the
         ensemble's complexity penalty, averaged over batches.
     """
+    rows = len(images) if steps is None else min(len(images), steps * batch_size)
+    if rows == 0:
+        raise ValueError("evaluate_adanet_losses got no examples")
+    labels = np.asarray(labels).reshape(-1)[:rows]
+    ensembles = predict(model, images[:rows])["ensembles"]
+    batch = np.arange(rows) // batch_size
+    counts = np.bincount(batch)
     penalties = np.asarray(model.complexity_penalties(), dtype=np.float64)
-    totals = np.zeros(len(model.selection_names))
-    count = 0
-    for x, labels in batches:
-        ensembles = model.predict_on_batch(x)["ensembles"]
-        labels = np.asarray(labels)
-        totals += [_mean_cross_entropy(labels, np.asarray(ensembles[n])) for n in model.selection_names]
-        count += 1
-    if count == 0:
-        raise ValueError("evaluate_adanet_losses got no batches")
-    return [float(v) for v in totals / count + penalties]
+    per_batch = [np.bincount(batch, weights=per_example_cross_entropy(ensembles[name], labels)) / counts
+                 for name in model.selection_names]
+    return [float(v) for v in np.mean(per_batch, axis=1) + penalties]

@@ -19,12 +19,12 @@ TRAIN_FLAGS: dict[str, type] = {
     "batch_size": int, "train_steps": int, "save_summary_steps": int, "hparams": str, "dataset": str,
     "tf_random_seed": int, "eval_steps": int, "save_checkpoints_secs": int, "save_checkpoints_steps": int,
     "data_params": str, "keep_checkpoint_max": int, "job-dir": str, "model_dir": str, "preset": str, "data_dir": str,
-    "distribution": str, "precision": str,
+    "distribution": str, "precision": str, "inference_batch_size": int,
 }
 # The flags that become `Config` fields when given (improve_nas.trainer.flags.CONFIG_FLAGS).
 CONFIG_FLAGS = ("batch_size", "train_steps", "save_summary_steps", "dataset", "tf_random_seed", "eval_steps",
                 "save_checkpoints_secs", "save_checkpoints_steps", "keep_checkpoint_max", "data_dir",
-                "distribution", "precision")
+                "distribution", "precision", "inference_batch_size")
 
 
 def parse_train_flags(argv: Iterable[str], *, origin: str = "train flags") -> dict[str, str]:

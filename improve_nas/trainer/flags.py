@@ -14,9 +14,9 @@ from improve_nas.presets import PRESETS
 # Flags whose values become `Config` fields when given explicitly; the others are handled by the entry point.
 CONFIG_FLAGS = ("batch_size", "train_steps", "save_summary_steps", "dataset", "tf_random_seed", "eval_steps",
                 "save_checkpoints_secs", "save_checkpoints_steps", "keep_checkpoint_max", "data_dir",
-                "distribution", "precision")
+                "distribution", "precision", "inference_batch_size")
 
-flags.DEFINE_integer("batch_size", 32, "Minibatch size for training, evaluation and inference.")
+flags.DEFINE_integer("batch_size", 32, "Minibatch size for training; evaluation reads eval_steps batches of it.")
 flags.DEFINE_integer("train_steps", 1_000_000, "Total training steps over all AdaNet iterations; each iteration "
                      "trains train_steps // boosting_iterations steps.")
 flags.DEFINE_integer("save_summary_steps", 2000, "Steps between TensorBoard summaries.")
@@ -43,6 +43,9 @@ flags.DEFINE_string("distribution", "none", "none: train on one device; mirrored
 flags.DEFINE_string("precision", "float32", "Keras dtype policy of the NASNet members: float32, mixed_bfloat16 or "
                     "mixed_float16 (compute in 16 bits, float32 variables; losses, mixture weights and metrics stay "
                     "float32; mixed_float16 adds dynamic loss scaling). Cannot change when resuming.")
+flags.DEFINE_integer("inference_batch_size", None, "Images per inference call in candidate selection and test "
+                     "evaluation (speed only: no result depends on it); unset: 1024 on a GPU or TPU, 128 on a CPU. "
+                     "Halved whenever it runs out of memory.")
 
 FLAGS = flags.FLAGS
 
