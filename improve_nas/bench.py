@@ -18,7 +18,10 @@ How time is measured (identically for the engine and the baseline):
 
 The baseline is `fit` on numpy arrays of one NASNet of the same hparams, behind the same augmentation layer, with the
 same loss (label-smoothed cross-entropy plus L2), optimizer (type, schedule, global-norm clipping), jit setting and
-batch size, fed the batches iteration 0 of the engine trains on. It runs after the engine, in the same process.
+batch size, fed the batches iteration 0 of the engine trains on. It runs twice in the same process, from scratch
+each time, once before the engine and once after, and `baseline_img_per_s` pools both: a shared machine whose speed
+drifts during the run (seen: +-10 % within minutes on 2 cloud cores) then slows the engine and the baseline alike,
+instead of whichever ran in the slower minutes. Both runs are reported (`baseline_img_per_s_before_after`).
 
 Retracing is counted, not assumed: the augmentation layer counts its `training=True` calls between the start and
 the end of each `fit`. The layer runs once per trace of the train step (afterwards the compiled step runs), so the
@@ -85,13 +88,14 @@ def bench_config(*, preset: str | None = None, hparams: str = "", data_params: s
 
 
 def run_bench(config: Config) -> dict:
-    """Trains `config` through the engine, then the single-NASNet baseline; returns the measurements.
+    """Trains the single-NASNet baseline, `config` through the engine, and the baseline again; returns the measurements.
 
     Returns:
         A JSON-ready dict: `backend`, `device`, `host`, `batch_size`, `steps`, `iterations`, `img_per_s`,
-        `baseline_img_per_s`, `baseline_ratio` (baseline / engine), `per_iteration_img_per_s`,
+        `baseline_img_per_s` (both baseline runs pooled), `baseline_img_per_s_before_after` (each run),
+        `baseline_ratio` (baseline / engine), `per_iteration_img_per_s`,
         `last_over_first` (last iteration's throughput / first's), `compile_seconds` (per iteration),
-        `baseline_compile_seconds`, `compilation_cache` (JAX's persistent cache: "empty at start", or "off" on
+        `baseline_compile_seconds` (the first run's), `compilation_cache` (JAX's persistent cache: "empty at start", or "off" on
         TensorFlow or when turned off), `traces_per_iteration`, `baseline_traces`, `step_seconds_median` and
         `cpu_seconds_per_step` (per iteration; process CPU time), their `baseline_` twins,
         `peak_host_rss_bytes` (at the end of the engine run), `host_rss_bytes_per_iteration` (after each
@@ -106,13 +110,16 @@ def run_bench(config: Config) -> dict:
     data = partitions(dataset, config, seed=config.tf_random_seed)
     load_before = os.getloadavg()[0]
     started = time.perf_counter()
-    # An empty cache, as a new `train` run finds it: iteration 0 compiles, later iterations may load its step.
+    # An empty cache, as a new `train` run finds it: iteration 0 compiles, later iterations may load its step (and the
+    # second baseline run the first's).
     with tempfile.TemporaryDirectory() as scratch, persistent_compilation_cache(scratch) as cache:
+        baseline = [_run_baseline(config, data)]
         engine = _run_engine(config, data)
         peak_rss = peak_host_rss_bytes()
-        baseline = _run_baseline(config, data)
+        baseline.append(_run_baseline(config, data))
     img_per_s = _throughput(engine, config.batch_size)
     per_iteration = [_throughput([timer], config.batch_size) for timer in engine]
+    baseline_img_per_s = _throughput(baseline, config.batch_size)
     return {
         "backend": keras.backend.backend(),
         "device": str(keras.distribution.list_devices()[0]),
@@ -121,19 +128,22 @@ def run_bench(config: Config) -> dict:
         "steps": config.iteration_steps,
         "iterations": config.hparams.boosting_iterations,
         "img_per_s": img_per_s,
-        "baseline_img_per_s": baseline["img_per_s"],
-        "baseline_ratio": round(baseline["img_per_s"] / img_per_s, 3),
+        "baseline_img_per_s": baseline_img_per_s,
+        "baseline_img_per_s_before_after": [_throughput([timer], config.batch_size) for timer in baseline],
+        "baseline_ratio": round(baseline_img_per_s / img_per_s, 3),
         "per_iteration_img_per_s": per_iteration,
         "last_over_first": round(per_iteration[-1] / per_iteration[0], 3),
         "compile_seconds": [round(timer.compile_seconds, 3) for timer in engine],
-        "baseline_compile_seconds": baseline["compile_seconds"],
+        "baseline_compile_seconds": round(baseline[0].compile_seconds, 3),
         "compilation_cache": "empty at start" if cache else "off",
         "traces_per_iteration": [timer.traces for timer in engine],
-        "baseline_traces": baseline["traces"],
+        "baseline_traces": baseline[0].traces,
         "step_seconds_median": [round(timer.median_step_seconds, 4) for timer in engine],
-        "baseline_step_seconds_median": baseline["step_seconds_median"],
+        "baseline_step_seconds_median": round(float(np.median(np.concatenate(
+            [np.diff(timer.ends) for timer in baseline]))), 4),
         "cpu_seconds_per_step": [round(timer.cpu_seconds_per_step, 4) for timer in engine],
-        "baseline_cpu_seconds_per_step": baseline["cpu_seconds_per_step"],
+        "baseline_cpu_seconds_per_step": round(sum(timer.cpu_seconds_per_step * timer.timed_steps for timer in baseline)
+                                               / sum(timer.timed_steps for timer in baseline), 4),
         "peak_host_rss_bytes": peak_rss,
         "host_rss_bytes_per_iteration": [timer.rss_after for timer in engine],
         "load_average": [round(load_before, 2), round(os.getloadavg()[0], 2)],
@@ -152,7 +162,9 @@ def format_text(result: dict) -> str:
         f"engine   {result['img_per_s']:.2f} img/s; per iteration "
         + ", ".join(f"{v:.2f}" for v in result["per_iteration_img_per_s"])
         + f" (last/first {result['last_over_first']:.3f})",
-        f"baseline {result['baseline_img_per_s']:.2f} img/s (baseline/engine {result['baseline_ratio']:.3f})",
+        f"baseline {result['baseline_img_per_s']:.2f} img/s (before the engine "
+        + ", after ".join(f"{v:.2f}" for v in result["baseline_img_per_s_before_after"])
+        + f"; baseline/engine {result['baseline_ratio']:.3f})",
         "compile  " + ", ".join(f"{s:.1f}s" for s in result["compile_seconds"])
         + f" (baseline {result['baseline_compile_seconds']:.1f}s; XLA cache {result['compilation_cache']}); "
         + "traces per iteration "
@@ -283,8 +295,15 @@ class _SingleNASNet(keras.Model):
         return self.network(self.augmentation(images, training=training), training=training)["logits"]
 
 
-def _run_baseline(config: Config, data) -> dict:
-    """Plain `fit` of one NASNet on iteration 0's batches, timed like the engine."""
+def _run_baseline(config: Config, data) -> StepTimer:
+    """Plain `fit` of one NASNet on iteration 0's batches, timed like the engine; its memory is released after."""
+    from improve_nas.adanet.memory import released_after
+
+    with released_after():  # as after an engine iteration: the traced step must not outlive the baseline
+        return _fit_baseline(config, data)
+
+
+def _fit_baseline(config: Config, data) -> StepTimer:
     from improve_nas.adanet.batches import train_batches
     from improve_nas.adanet.engine import derive_seed
     from improve_nas.adanet.losses import softmax_cross_entropy
@@ -317,9 +336,7 @@ def _run_baseline(config: Config, data) -> dict:
     model.optimizer.build(model.trainable_variables)  # as the engine does: no second trace
     timer = StepTimer(augmentation)
     model.fit(x, y, batch_size=batch_size, epochs=1, shuffle=False, verbose=0, callbacks=[timer])
-    return {"img_per_s": _throughput([timer], batch_size), "compile_seconds": round(timer.compile_seconds, 3),
-            "traces": timer.traces, "step_seconds_median": round(timer.median_step_seconds, 4),
-            "cpu_seconds_per_step": round(timer.cpu_seconds_per_step, 4)}
+    return timer
 
 
 def _throughput(timers: list[StepTimer], batch_size: int) -> float:

@@ -1,6 +1,6 @@
 """`improve-nas bench`: the JSON it prints has every promised key, and bad arguments are one-line usage errors.
 
-Timings are never checked here (they depend on the machine); `docs/performance.md` holds measured numbers.
+Timings are never checked here (they depend on the machine); the README's Performance section holds measured numbers.
 """
 
 import json
@@ -37,6 +37,9 @@ def test_tiny_bench_prints_every_key_with_sane_types(tmp_path, capsys):
         assert isinstance(result[key], float) and result[key] > 0, key
     for key in ("per_iteration_img_per_s", "compile_seconds", "step_seconds_median", "cpu_seconds_per_step"):
         assert len(result[key]) == 2 and all(isinstance(v, float) and v > 0 for v in result[key]), key
+    before_after = result["baseline_img_per_s_before_after"]
+    assert len(before_after) == 2 and all(isinstance(v, float) and v > 0 for v in before_after)
+    assert min(before_after) <= result["baseline_img_per_s"] <= max(before_after)  # pooled over both
     assert len(result["traces_per_iteration"]) == 2
     assert all(isinstance(t, int) and t >= 1 for t in result["traces_per_iteration"] + [result["baseline_traces"]])
     rss = result["host_rss_bytes_per_iteration"]
