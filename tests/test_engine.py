@@ -86,10 +86,10 @@ def settings(**overrides):
     return EngineSettings(**values)
 
 
-def grow(path, generator=None, data=None, **overrides):
+def grow(path, generator=None, data=None, on_iteration_end=None, **overrides):
     return grow_ensemble(run_dir=RunDirectory(str(path)), settings=settings(**overrides),
                          generator=generator or SameGenerator(), data=data or toy_data(),
-                         make_preprocessing=lambda seed: Scale())
+                         make_preprocessing=lambda seed: Scale(), on_iteration_end=on_iteration_end)
 
 
 def test_force_grow_adds_one_member_per_iteration(tmp_path):

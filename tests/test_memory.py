@@ -47,3 +47,19 @@ def test_the_session_is_cleared_after_a_finished_block_but_not_after_a_failed_on
         keras.layers.Dense(1)
         raise RuntimeError("stop")
     assert keras.layers.Dense(1).name == "dense_1"  # a stopping process keeps its state for the caller to inspect
+
+
+@pytest.mark.multibackend
+@pytest.mark.skipif(keras.backend.backend() != "jax", reason="JAX's device buffers")
+def test_device_buffers_do_not_accumulate_over_iterations(tmp_path):
+    """What an iteration put on the device (members, optimizer slots, the selection pass's outputs) is freed after it:
+    the buffers alive after each iteration are the same, whatever the ensemble's size (on a GPU: its memory)."""
+    import jax
+
+    from test_engine import grow
+
+    held = []
+    grow(tmp_path / "run", num_iterations=4,
+         on_iteration_end=lambda summary: held.append(sorted((a.shape, str(a.dtype)) for a in jax.live_arrays())))
+    assert len(held) == 4 and held[0], "the training partition at least stays on the device"
+    assert held[1:] == held[:1] * 3
