@@ -95,8 +95,8 @@ def run_bench(config: Config) -> dict:
         `baseline_img_per_s` (both baseline runs pooled), `baseline_img_per_s_before_after` (each run),
         `baseline_ratio` (baseline / engine), `per_iteration_img_per_s`,
         `last_over_first` (last iteration's throughput / first's), `compile_seconds` (per iteration),
-        `baseline_compile_seconds` (the first run's), `compilation_cache` (JAX's persistent cache: "empty at start", or "off" on
-        TensorFlow or when turned off), `traces_per_iteration`, `baseline_traces`, `step_seconds_median` and
+        `baseline_compile_seconds` (the first run's), `compilation_cache` (JAX's persistent cache: "empty at
+        start", or "off" on TensorFlow or when turned off), `traces_per_iteration`, `baseline_traces`, `step_seconds_median` and
         `cpu_seconds_per_step` (per iteration; process CPU time), their `baseline_` twins,
         `peak_host_rss_bytes` (at the end of the engine run), `host_rss_bytes_per_iteration` (after each
         iteration), `load_average` (1-minute load before and after: other processes slow every number down),

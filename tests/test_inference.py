@@ -72,6 +72,11 @@ def test_out_of_memory_halves_the_chunk_and_remembers_it(error):
     assert set(model.sizes) == {2}  # the next pass starts at the size that fit
 
 
+def test_pick_keeps_only_part_of_each_chunk():
+    outputs = BatchedPredictor(4)(RecordingModel(), ROWS, pick=lambda out: out["members"]["a"])
+    np.testing.assert_array_equal(outputs, RecordingModel().predict_on_batch(ROWS)["members"]["a"])
+
+
 def test_out_of_memory_at_one_row_and_other_errors_propagate():
     with pytest.raises(ResourceExhaustedError):
         BatchedPredictor(4)(RecordingModel(memory_rows=0), ROWS)

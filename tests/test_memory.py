@@ -52,8 +52,8 @@ def test_the_session_is_cleared_after_a_finished_block_but_not_after_a_failed_on
 @pytest.mark.multibackend
 @pytest.mark.skipif(keras.backend.backend() != "jax", reason="JAX's device buffers")
 def test_device_buffers_do_not_accumulate_over_iterations(tmp_path):
-    """What an iteration put on the device (members, optimizer slots, the selection pass's outputs) is freed after it:
-    the buffers alive after each iteration are the same, whatever the ensemble's size (on a GPU: its memory)."""
+    """What an iteration put on the device (members, optimizer slots, the selection pass's outputs) is freed after
+    it: the buffers alive after each iteration are the same, whatever the ensemble's size (on a GPU: its memory)."""
     import jax
 
     from test_engine import grow

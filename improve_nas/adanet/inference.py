@@ -66,8 +66,10 @@ class BatchedPredictor:
         self.multiple_of = multiple_of
         self._on_shrink = on_shrink or (lambda message: None)
 
-    def __call__(self, model, images: np.ndarray):
-        """Outputs with the structure of `predict_on_batch`'s, as numpy arrays of `len(images)` rows."""
+    def __call__(self, model, images: np.ndarray, *, pick: Callable | None = None):
+        """Outputs with the structure of `predict_on_batch`'s, as numpy arrays of `len(images)` rows; with `pick`,
+        only `pick(outputs)` of each chunk is kept (e.g. the ensembles' logits and not every member's)."""
+        pick = pick or (lambda outputs: outputs)
         rows = len(images)
         if rows == 0:
             raise ValueError("inference got no rows")
@@ -86,7 +88,7 @@ class BatchedPredictor:
                 self.max_batch_size = size = smaller
                 continue
             taken = min(size, rows - start)
-            parts.append(keras.tree.map_structure(lambda value: np.asarray(value)[:taken], outputs))
+            parts.append(keras.tree.map_structure(lambda value: np.asarray(value)[:taken], pick(outputs)))
             start += taken
         return keras.tree.map_structure(lambda *values: np.concatenate(values), *parts)
 

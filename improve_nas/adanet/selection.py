@@ -106,7 +106,7 @@ def evaluate_adanet_losses(model, images: np.ndarray, labels: np.ndarray, *, bat
     if rows == 0:
         raise ValueError("evaluate_adanet_losses got no examples")
     labels = np.asarray(labels).reshape(-1)[:rows]
-    ensembles = predict(model, images[:rows])["ensembles"]
+    ensembles = predict(model, images[:rows], pick=lambda outputs: outputs["ensembles"])
     batch = np.arange(rows) // batch_size
     counts = np.bincount(batch)
     penalties = np.asarray(model.complexity_penalties(), dtype=np.float64)
