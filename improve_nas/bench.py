@@ -96,8 +96,9 @@ def run_bench(config: Config) -> dict:
         `baseline_ratio` (baseline / engine), `per_iteration_img_per_s`,
         `last_over_first` (last iteration's throughput / first's), `compile_seconds` (per iteration),
         `baseline_compile_seconds` (the first run's), `compilation_cache` (JAX's persistent cache: "empty at
-        start", or "off" on TensorFlow or when turned off), `traces_per_iteration`, `baseline_traces`, `step_seconds_median` and
-        `cpu_seconds_per_step` (per iteration; process CPU time), their `baseline_` twins,
+        start", or "off" on TensorFlow or when turned off), `traces_per_iteration`, `baseline_traces`,
+        `step_seconds_median` and `cpu_seconds_per_step` (per iteration; process CPU time), their `baseline_` twins
+        (both runs pooled),
         `peak_host_rss_bytes` (at the end of the engine run), `host_rss_bytes_per_iteration` (after each
         iteration), `load_average` (1-minute load before and after: other processes slow every number down),
         `wall_seconds` and `config` (the resolved configuration).
@@ -138,12 +139,10 @@ def run_bench(config: Config) -> dict:
         "compilation_cache": "empty at start" if cache else "off",
         "traces_per_iteration": [timer.traces for timer in engine],
         "baseline_traces": baseline[0].traces,
-        "step_seconds_median": [round(timer.median_step_seconds, 4) for timer in engine],
-        "baseline_step_seconds_median": round(float(np.median(np.concatenate(
-            [np.diff(timer.ends) for timer in baseline]))), 4),
-        "cpu_seconds_per_step": [round(timer.cpu_seconds_per_step, 4) for timer in engine],
-        "baseline_cpu_seconds_per_step": round(sum(timer.cpu_seconds_per_step * timer.timed_steps for timer in baseline)
-                                               / sum(timer.timed_steps for timer in baseline), 4),
+        "step_seconds_median": [_median_step_seconds([timer]) for timer in engine],
+        "baseline_step_seconds_median": _median_step_seconds(baseline),
+        "cpu_seconds_per_step": [_cpu_seconds_per_step([timer]) for timer in engine],
+        "baseline_cpu_seconds_per_step": _cpu_seconds_per_step(baseline),
         "peak_host_rss_bytes": peak_rss,
         "host_rss_bytes_per_iteration": [timer.rss_after for timer in engine],
         "load_average": [round(load_before, 2), round(os.getloadavg()[0], 2)],
@@ -228,13 +227,9 @@ class StepTimer(keras.callbacks.Callback):
         return len(self.ends) - 1
 
     @property
-    def median_step_seconds(self) -> float:
-        return float(np.median(np.diff(self.ends)))
-
-    @property
-    def cpu_seconds_per_step(self) -> float:
-        """Process CPU time (all threads) per timed step."""
-        return (self.cpu_ends[-1] - self.cpu_ends[0]) / self.timed_steps
+    def cpu_seconds(self) -> float:
+        """Process CPU time (all threads) from the first stamp to the last."""
+        return self.cpu_ends[-1] - self.cpu_ends[0]
 
 
 class TraceCountingAugmentation(ImageAugmentation):
@@ -342,6 +337,14 @@ def _fit_baseline(config: Config, data) -> StepTimer:
 def _throughput(timers: list[StepTimer], batch_size: int) -> float:
     steps = sum(timer.timed_steps for timer in timers)
     return round(steps * batch_size / sum(timer.timed_seconds for timer in timers), 3)
+
+
+def _median_step_seconds(timers: list[StepTimer]) -> float:
+    return round(float(np.median(np.concatenate([np.diff(timer.ends) for timer in timers]))), 4)
+
+
+def _cpu_seconds_per_step(timers: list[StepTimer]) -> float:
+    return round(sum(timer.cpu_seconds for timer in timers) / sum(timer.timed_steps for timer in timers), 4)
 
 
 def host_rss_bytes() -> int:
