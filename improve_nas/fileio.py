@@ -15,6 +15,33 @@ from typing import Any
 from improve_nas.errors import UsageError
 
 
+def _file_mode() -> int:
+    """The mode `open(path, "w")` gives a new file under this process's umask (read once: setting it is global)."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+_FILE_MODE = _file_mode()
+LEFTOVER_PREFIXES = (".tmp-", ".staging-")  # writes in progress that a crash or a full disk can leave behind
+
+
+def remove_leftovers(root: str) -> list[str]:
+    """Deletes temporary files and staging directories under `root` (only the writer of `root` may: hold its lock).
+
+    Returns the paths removed.
+    """
+    removed = []
+    for directory, subdirectories, names in os.walk(root):
+        for name in list(subdirectories) + names:
+            if name.startswith(LEFTOVER_PREFIXES):
+                path = os.path.join(directory, name)
+                shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
+                removed.append(path)
+        subdirectories[:] = [name for name in subdirectories if not name.startswith(LEFTOVER_PREFIXES)]
+    return removed
+
+
 def check_local(path: str) -> str:
     """`path`, if it is a local path. (A gs:// model_dir is trained in a local working copy: `run_location`.)"""
     if "://" in path:
@@ -54,6 +81,7 @@ class atomic_path:
 
     def __exit__(self, error_type, error, traceback) -> None:
         if error_type is None:
+            os.chmod(self._temporary, _FILE_MODE)  # mkstemp makes it 0600; every file of a run gets the umask's mode
             os.replace(self._temporary, self._path)
         elif os.path.exists(self._temporary):
             os.remove(self._temporary)

@@ -10,12 +10,16 @@ import contextlib
 import json
 import os
 import random
+from typing import TYPE_CHECKING
 
-from improve_nas import fileio, run_location
+from improve_nas import fileio, run_checks, run_location
 from improve_nas.config import Config
 from improve_nas.data import ImageDataset, load_dataset
-from improve_nas.errors import UsageError
+from improve_nas.errors import UsageError, io_error_line
 from improve_nas.report import build_report, write_report
+
+if TYPE_CHECKING:
+    from improve_nas import preemption
 
 CONFIG_JSON = "config.json"
 ENV_JSON = "env.json"
@@ -56,6 +60,9 @@ def train(config: Config) -> dict:
     dataset = load_dataset(config.dataset, data_dir=config.data_dir, seed=0)
     seed = distribution.chief_value(_resolve_seed(config, location))
     data = partitions(dataset, config, seed=seed)
+    # The dynamic generator trains a deeper and a wider candidate together from iteration 1 on.
+    run_checks.check_run(config, image_shape=dataset.image_shape, x_train=data.x_train, y_train=data.y_train,
+                         num_candidates=2 if config.hparams.generator == "dynamic" else 1)
     settings = engine_settings(config, seed=seed)
 
     import improve_nas.models  # noqa: F401  registers NASNet with Keras: members saved earlier load on resume
@@ -71,13 +78,16 @@ def train(config: Config) -> dict:
     # Input checked; from here on the run directory changes.
     from improve_nas import preemption  # imports Keras: only once the input is known to be good
 
-    with preemption.PreemptionGuard() as guard, _closed_at_exit(location):
+    with preemption.PreemptionGuard() as guard, _closed_at_exit(location), _tidy_after_io_error(run_dir.path):
         def sync() -> None:
             location.push()
             for copy in copies:
                 copy.push()
 
         def stop_if_preempted() -> None:
+            if guard.requested and distribution.is_chief:  # the report covers every iteration published so far
+                _write_report(run_dir.path, dataset, run_dir.summaries())
+                sync()
             guard.raise_if_requested(lambda: _resume_point(location, run_dir))
 
         def on_write() -> None:  # after every checkpoint and every published iteration
@@ -89,6 +99,7 @@ def train(config: Config) -> dict:
             print(f"model_dir {location.url}: working copy {location.local_dir}", flush=True)
         model_dir = run_dir.path
         os.makedirs(model_dir, exist_ok=True)
+        fileio.remove_leftovers(model_dir)  # of an earlier attempt that died writing (e.g. on a full disk)
         fileio.write_json(os.path.join(model_dir, CONFIG_JSON), config.to_dict())
         fileio.write_json(os.path.join(model_dir, ENV_JSON), describe_environment(seed=seed))
         sync()
@@ -128,6 +139,18 @@ def _process_distribution(config: Config):
           f"{distribution.num_replicas} replicas in all; "
           f"{'it writes model_dir' if distribution.is_chief else 'the chief writes model_dir'}", flush=True)
     return distribution
+
+
+@contextlib.contextmanager
+def _tidy_after_io_error(model_dir: str):
+    """On a full disk or a permission error, removes the half-written staging files so the rerun starts clean."""
+    try:
+        yield
+    except Exception as error:
+        if io_error_line(error) is not None and os.path.isdir(model_dir):
+            with contextlib.suppress(OSError):
+                fileio.remove_leftovers(model_dir)
+        raise
 
 
 def _closed_at_exit(location):

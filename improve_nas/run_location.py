@@ -35,6 +35,7 @@ class LocalLocation:
     """A run directory on the local file system: the working copy is the directory itself."""
 
     def __init__(self, path: str):
+        _check_writable_directory(path)
         self.url = path
         self.local_dir = path
 
@@ -165,6 +166,21 @@ def open_location(model_dir: str) -> LocalLocation | GcsLocation:
         raise UsageError(f"model_dir {model_dir!r}: unsupported scheme {model_dir.split('://')[0]!r}; use a local "
                          "path or gs://BUCKET/PATH")
     return LocalLocation(model_dir)
+
+
+def _check_writable_directory(path: str) -> None:
+    """Fails early (before anything is written) when `path` names a file or cannot be created or written."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise UsageError(f"model_dir {path!r} is a file, not a directory; choose another --model_dir")
+    existing = os.path.abspath(path)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise UsageError(f"model_dir {path!r} cannot be created: {existing!r} is a file")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        what = "is not writable" if existing == os.path.abspath(path) else f"cannot be created in {existing!r}"
+        raise UsageError(f"model_dir {path!r} {what}: permission denied; choose another --model_dir or fix its "
+                         "permissions")
 
 
 def working_copy_dir(url: str) -> str:

@@ -109,9 +109,10 @@ def grow(path, *, guard=None, signal_at=None, counts=None):
 
 @pytest.fixture
 def restore_sigterm():
-    previous = signal.getsignal(signal.SIGTERM)
+    previous = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGINT)}
     yield
-    signal.signal(signal.SIGTERM, previous)
+    for signum, handler in previous.items():
+        signal.signal(signum, handler)
 
 
 def test_sigterm_only_sets_a_flag_while_guarded_and_the_previous_handler_comes_back(restore_sigterm):
@@ -143,6 +144,24 @@ def test_preempted_prints_one_line_and_exits_with_143(restore_sigterm, capsys):
             guard.raise_if_requested(lambda: "resume at iteration 1, step 3")
     assert isinstance(raised.value, SystemExit) and raised.value.code == 143
     assert capsys.readouterr().out == "preempted (SIGTERM): state saved; resume at iteration 1, step 3\n"
+
+
+def test_ctrl_c_is_a_clean_stop_too_one_line_and_exit_130(restore_sigterm, capsys):
+    with preemption.PreemptionGuard() as guard:
+        signal.raise_signal(signal.SIGINT)  # without the guard: KeyboardInterrupt here
+        assert guard.requested
+        with pytest.raises(preemption.Preempted) as raised:
+            guard.raise_if_requested(lambda: "re-run the same command to resume")
+    assert raised.value.code == 130
+    assert capsys.readouterr().out == "interrupted (Ctrl-C): state saved; re-run the same command to resume\n"
+    with pytest.raises(KeyboardInterrupt):  # the default handler is back
+        signal.raise_signal(signal.SIGINT)
+
+
+def test_a_second_ctrl_c_stops_at_once(restore_sigterm):
+    with preemption.PreemptionGuard(), pytest.raises(KeyboardInterrupt):
+        signal.raise_signal(signal.SIGINT)
+        signal.raise_signal(signal.SIGINT)
 
 
 @pytest.mark.multibackend

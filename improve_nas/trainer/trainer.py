@@ -11,11 +11,12 @@ import sys
 
 from absl import app, flags
 
-from improve_nas.errors import UsageError
+from improve_nas.errors import IO_ERROR_EXIT_CODE, UsageError, io_error_line
 from improve_nas.trainer import flags as trainer_flags
 from improve_nas.trainer.flags import FLAGS, explicit_config_flags
 
 flags.adopt_module_key_flags(trainer_flags)  # so --helpshort lists them
+INTERRUPT_EXIT_CODE = 130  # 128 + SIGINT, as improve_nas.preemption exits after a clean stop on Ctrl-C
 
 
 def parse_flags_or_exit(argv: list[str]) -> list[str]:
@@ -51,6 +52,16 @@ def main(argv: list[str]) -> int:
     except UsageError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # a second Ctrl-C, or one before the run's signal guard was up
+        print("interrupted (Ctrl-C); re-run the same command to resume from the last checkpoint", file=sys.stderr)
+        return INTERRUPT_EXIT_CODE
+    except Exception as error:  # an I/O failure deep in Keras or TensorFlow is one line too
+        line = io_error_line(error)
+        if line is None:
+            raise
+        print(f"error: {line}; free space or fix permissions, then re-run the same command to resume",
+              file=sys.stderr)
+        return IO_ERROR_EXIT_CODE
     return 0
 
 
