@@ -41,6 +41,7 @@ def train(config: Config) -> dict:
 
     Raises:
       UsageError: bad input; nothing was written.
+      integrity.DamagedRunError: (a UsageError) a damaged file of the run directory, named with the way out.
       preemption.Preempted: SIGTERM; the state is saved and the same command resumes (exit code 143).
     """
     if not config.dataset:
