@@ -1,7 +1,8 @@
 """Export of the final ensemble for serving: `export/ensemble.keras` and, on TensorFlow, `export/saved_model/`.
 
 The exported model takes raw uint8 images `[B, H, W, C]` (the preprocessing layer scales them; it augments only in
-training, which serving never is) and returns `logits`, `probabilities` and `classes`.
+training, which serving never is) and returns `logits`, `probabilities` and `classes`. `export/manifest.json` records
+every file's size and checksum, so a rerun of the run re-exports a damaged export (`check_export`).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import shutil
 
 import keras
 
+from improve_nas import integrity
 from improve_nas.adanet.engine import load_final_ensemble
 from improve_nas.adanet.ensemble_model import EnsembleModel
 from improve_nas.adanet.run_directory import RunDirectory
@@ -43,9 +45,23 @@ def export_final_ensemble(run_dir: RunDirectory, *, preprocessing: keras.layers.
     if keras.backend.backend() == "tensorflow":
         _export_saved_model(model, os.path.join(staging, SAVED_MODEL_DIR), image_shape)
         paths["saved_model"] = os.path.join(export_dir, SAVED_MODEL_DIR)
+    integrity.write_manifest(staging)  # what `check_export` compares with on a rerun
     shutil.rmtree(export_dir, ignore_errors=True)
     os.replace(staging, export_dir)
     return paths
+
+
+def check_export(run_dir: RunDirectory) -> str | None:
+    """Why the run's export must be (re)written: None if it is there and matches its manifest (or, written before
+    manifests, has none), else one line saying what is missing or damaged."""
+    export_dir = run_dir.file(EXPORT_DIR)
+    if not os.path.isdir(export_dir):
+        return f"{export_dir} is missing"
+    try:
+        integrity.check_manifest(export_dir, way_out="exporting again")
+    except integrity.DamagedRunError as error:
+        return str(error)
+    return None
 
 
 def _export_saved_model(model: EnsembleModel, path: str, image_shape: tuple[int, int, int]) -> None:

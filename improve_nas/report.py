@@ -2,16 +2,18 @@
 
 Each finished iteration's entry is written into its own `iterations/<t>/` directory (so it is saved with the
 iteration, atomically); `report.json` at the top of the run directory is rebuilt from those entries after every
-iteration and at the end, so it is always complete for what has finished.
+iteration and at the end, so it is always complete for what has finished; `load_report` rebuilds it from them when
+it is missing, damaged or stale.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import sys
 from typing import Any, Iterable
 
-from improve_nas import fileio
+from improve_nas import fileio, integrity
 from improve_nas.errors import UsageError
 
 REPORT_JSON = "report.json"
@@ -35,13 +37,96 @@ def write_report(model_dir: str, report: dict[str, Any]) -> None:
 
 
 def load_report(model_dir: str) -> dict[str, Any]:
-    """The report of run directory `model_dir`, local or gs://BUCKET/PATH (read as the run reads its files)."""
+    """The report of run directory `model_dir`, local or gs://BUCKET/PATH (read as the run reads its files).
+
+    Made from the iterations' summary.json files, each checked against its iteration's manifest (a local run
+    directory has its finished iterations checked whole); `report.json` is used as it is when it agrees with them, and
+    rebuilt (and, locally, rewritten) when it is missing, damaged or stale, with one line on stderr saying so.
+    """
     from improve_nas import run_location
 
-    text = run_location.open_location(model_dir).read_text(REPORT_JSON)
-    if text is None:
+    location = run_location.open_location(model_dir)
+    local = location.local_dir == location.url
+    if local:
+        integrity.check_iterations(model_dir)  # members, architectures and summaries; gaps
+    entries = _summaries(location)
+    path = f"{location.url.rstrip('/')}/{REPORT_JSON}"
+    report, damage = _stored_report(location, path)
+    if entries and (report is None or not _same(report["iterations"], entries)):
+        if damage or report is not None:
+            print(f"{path} is {damage or 'stale'}: rebuilt from the iterations' {integrity.SUMMARY} files",
+                  file=sys.stderr)
+        report = _rebuild(location, entries, report)
+        if local:
+            write_report(model_dir, report)
+    if report is None and damage:
+        raise integrity.DamagedRunError(f"{path} is {damage} and there is no iteration summary to rebuild it from: "
+                                        "delete it and rerun the training command")
+    if report is None:
         raise UsageError(f"no {REPORT_JSON} in {model_dir!r}: not a run directory, or no iteration has finished yet")
-    return json.loads(text)
+    return report
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal as JSON (NaN, which a report may hold, equals NaN)."""
+    return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+
+
+def _summaries(location) -> list[dict[str, Any]]:
+    """The summary.json of iterations 0, 1, ... (up to the first missing one), checked against their manifests."""
+    entries = []
+    while True:
+        directory = f"{integrity.ITERATIONS}/{len(entries)}"
+        text = _read(location, f"{directory}/{integrity.SUMMARY}")
+        if text is None:
+            return entries
+        path = f"{location.url.rstrip('/')}/{directory}/{integrity.SUMMARY}"
+        way_out = (f"delete {location.url.rstrip('/')}/{directory} and the iterations after it, then rerun the "
+                   "training command to retrain them")
+        integrity.check_text(text, _read(location, f"{directory}/{integrity.MANIFEST}"), path=path, way_out=way_out)
+        entry = integrity.parse_json(text, path=path, way_out=way_out)
+        if not isinstance(entry, dict) or not isinstance(entry.get("members"), list):
+            raise integrity.DamagedRunError(f"{path} is damaged (not an iteration summary): {way_out}")
+        entries.append(entry)
+
+
+def _read(location, name: str) -> str | None:
+    try:
+        return location.read_text(name)
+    except UnicodeDecodeError:
+        return "\ufffd"  # not text: compared with the manifest or parsed, it is reported as damaged
+
+
+def _stored_report(location, path: str) -> tuple[dict[str, Any] | None, str]:
+    """report.json if it parses as a report, else (None, what is wrong with it, '' if it is missing)."""
+    text = _read(location, REPORT_JSON)
+    if text is None:
+        return None, ""
+    try:
+        report = json.loads(text)
+    except ValueError:
+        return None, "damaged (not JSON)"
+    if not isinstance(report, dict) or not {"dataset", "num_classes", "iterations", "final"} <= set(report):
+        return None, "damaged (not a report)"
+    return report, ""
+
+
+def _rebuild(location, entries: list[dict[str, Any]], previous: dict[str, Any] | None) -> dict[str, Any]:
+    """The report of `entries`; the data set named in config.json, its class count recorded in architecture.json."""
+    if previous is not None:
+        dataset, num_classes = previous["dataset"], previous["num_classes"]
+    else:
+        dataset, num_classes = _recorded(location, "config.json", "dataset"), _recorded(
+            location, f"{integrity.ITERATIONS}/{len(entries) - 1}/{integrity.ARCHITECTURE}", "num_classes")
+    return build_report(dataset=dataset or "?", num_classes=num_classes or "?", iterations=entries)
+
+
+def _recorded(location, name: str, key: str) -> Any:
+    try:
+        value = json.loads(location.read_text(name) or "{}")
+    except ValueError:
+        return None
+    return value.get(key) if isinstance(value, dict) else None
 
 
 def format_table(report: dict[str, Any]) -> str:

@@ -45,6 +45,7 @@ def train(config: Config) -> dict:
 
     Raises:
       UsageError: bad input; nothing was written.
+      integrity.DamagedRunError: (a UsageError) a damaged file of the run directory, named with the way out.
       preemption.Preempted: SIGTERM; the state is saved and the same command resumes (exit code 143).
     """
     if not config.dataset:
@@ -53,9 +54,10 @@ def train(config: Config) -> dict:
     location = run_location.open_location(config.model_dir)
     if not distribution.is_chief:
         location = run_location.WorkerCopy(location)
-    stored = location.read_text(CONFIG_JSON)
+    stored = _read_stored(location, CONFIG_JSON, Config.from_json, way_out=(
+        "delete it and rerun with the run's original flags (they are written into it again)"))
     if stored is not None:
-        _check_same_run(Config.from_json(stored), config)
+        _check_same_run(stored, config)
     tensorboard_target = os.environ.get(TENSORBOARD_ENV) or None
     dataset = load_dataset(config.dataset, data_dir=config.data_dir, seed=0)
     seed = distribution.chief_value(_resolve_seed(config, location))
@@ -104,16 +106,20 @@ def train(config: Config) -> dict:
         fileio.write_json(os.path.join(model_dir, ENV_JSON), describe_environment(seed=seed))
         sync()
 
-        finished = run_dir.finished_iterations()
+        finished = run_dir.verify()  # a damaged iteration is one line naming it; also in a finished run
         if len(finished) >= config.hparams.boosting_iterations:
             print(f"run in {location.url} already finished ({len(finished)} iterations); nothing to do", flush=True)
         else:
             stop_if_preempted()
             _grow(config, run_dir, dataset, data, settings, generator, guard, on_write)
-        from improve_nas.export import EXPORT_DIR, export_final_ensemble
+        from improve_nas.export import EXPORT_DIR, check_export, export_final_ensemble
 
-        # Missing also in a finished run that was preempted between its last iteration and the export.
-        if distribution.is_chief and not os.path.isdir(run_dir.file(EXPORT_DIR)):
+        # Missing also in a finished run that was preempted between its last iteration and the export; damaged when
+        # a file of it no longer matches its manifest.
+        redo = check_export(run_dir) if distribution.is_chief else None
+        if redo:
+            if os.path.isdir(run_dir.file(EXPORT_DIR)):
+                print(redo, flush=True)
             export_final_ensemble(run_dir, preprocessing=make_augmentation(config, seed=seed),
                                   image_shape=dataset.image_shape)
         report = _write_report(model_dir, dataset, run_dir.summaries())
@@ -307,7 +313,21 @@ def _resolve_seed(config: Config, location) -> int:
     """The run's root seed: the flag, else the one a previous attempt recorded, else a fresh one."""
     if config.tf_random_seed is not None:
         return config.tf_random_seed
-    env = location.read_text(ENV_JSON)
-    if env is not None:
-        return int(json.loads(env)["seed"])
-    return random.SystemRandom().randrange(2**31)
+    seed = _read_stored(location, ENV_JSON, lambda text: int(json.loads(text)["seed"]), way_out=(
+        "rerun with --tf_random_seed=<the seed the run started with>, or, if no iteration has finished, delete it"))
+    return random.SystemRandom().randrange(2**31) if seed is None else seed
+
+
+def _read_stored(location, name: str, parse, *, way_out: str):
+    """`parse` of file `name` of the run directory, None when there is none; a damaged one is one line."""
+    from improve_nas.integrity import DamagedRunError
+
+    path = f"{location.url.rstrip('/')}/{name}"
+    try:
+        text = location.read_text(name)
+        return None if text is None else parse(text)
+    except UsageError:
+        raise
+    except (ValueError, KeyError, TypeError, AttributeError) as error:  # UnicodeDecodeError, JSONDecodeError too
+        reason = (str(error).splitlines() or [type(error).__name__])[0][:120]
+        raise DamagedRunError(f"{path} is damaged ({type(error).__name__}: {reason}): {way_out}") from None

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import os
 import re
+import zipfile
+import zlib
 
 import keras
 import numpy as np
@@ -53,17 +55,45 @@ def steps(directory: str) -> list[int]:
 
 
 def restore_latest(directory: str, model: keras.Model) -> int:
-    """Loads the newest checkpoint into `model` (optimizer built first). Returns its step, 0 if there is none."""
+    """Loads the newest intact checkpoint into `model` (optimizer built first). Returns its step, 0 if there is none.
+
+    A checkpoint that cannot be read (truncated or garbled, e.g. by a full disk or a copy cut short) is deleted with
+    one line saying so, and the next older one is tried; with none left the iteration starts from step 0.
+    """
     found = steps(directory)
     if not found:
         return 0
     model.optimizer.build(model.trainable_variables)
     variables = _state_variables(model)
-    with np.load(os.path.join(directory, f"ckpt-{found[-1]}.npz")) as data:
-        paths = list(data["paths"])
-        if paths != [v.path for v in variables]:
-            raise ValueError(f"checkpoint {directory}/ckpt-{found[-1]}.npz does not match this iteration's model "
-                             "(its variables differ); was the run directory written by another configuration?")
-        for index, variable in enumerate(variables):
-            variable.assign(data[f"v{index}"])
-    return found[-1]
+    for step in reversed(found):
+        path = os.path.join(directory, f"ckpt-{step}.npz")
+        try:
+            values = _read(path, [v.path for v in variables])
+        except _Damaged as damage:
+            older = [s for s in found if s < step]
+            then = f"resuming from ckpt-{older[-1]}.npz" if older else "no intact checkpoint left: training " \
+                "the iteration from step 0"
+            print(f"checkpoint {path} is damaged ({damage}); deleted it, {then}", flush=True)
+            os.remove(path)
+            continue
+        for variable, value in zip(variables, values):
+            variable.assign(value)
+        return step
+    return 0
+
+
+class _Damaged(Exception):
+    pass
+
+
+def _read(path: str, expected_paths: list[str]) -> list[np.ndarray]:
+    """The arrays of checkpoint `path`, read whole before anything is assigned (so a bad file changes nothing)."""
+    try:
+        with np.load(path) as data:
+            paths = list(data["paths"])
+            if paths == expected_paths:
+                return [data[f"v{index}"] for index in range(len(paths))]
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as error:
+        raise _Damaged(f"{type(error).__name__}: {(str(error).splitlines() or [''])[0][:120]}") from None
+    raise ValueError(f"checkpoint {path} does not match this iteration's model (its variables differ); was the run "
+                     "directory written by another configuration?")

@@ -108,9 +108,7 @@ def grow_ensemble(*, run_dir: RunDirectory, settings: EngineSettings, generator:
     `on_write` is called after every checkpoint and every published iteration (e.g. to upload the run directory).
     It may raise to stop the run (e.g. on preemption): what it was called for is saved, and a rerun resumes there.
     """
-    finished = run_dir.finished_iterations()
-    if finished != list(range(len(finished))):
-        raise ValueError(f"run directory {run_dir.path} has gaps in its finished iterations: {finished}")
+    finished = run_dir.verify()  # one line naming a damaged file; drops checkpoints of finished iterations
     if finished and settings.verbose:
         print(f"{len(finished)} of {settings.num_iterations} iterations already finished in {run_dir.path}",
               flush=True)
@@ -207,7 +205,7 @@ def _run_iteration(iteration: int, *, run_dir: RunDirectory, settings: EngineSet
         "train_seconds": round(train_seconds, 3),
         "global_step": (iteration + 1) * settings.iteration_steps,
     }
-    architecture = {"iteration": iteration, "ensemble": chosen.record.to_dict(),
+    architecture = {"iteration": iteration, "ensemble": chosen.record.to_dict(), "num_classes": data.num_classes,
                     "member_params": summary["member_params"],
                     "generator_state": generator.state_dict(), "selection_names": model.selection_names,
                     "selection_index": selection.index, "global_step": summary["global_step"]}

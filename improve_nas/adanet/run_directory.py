@@ -4,11 +4,13 @@
     iterations/<t>/architecture.json the chosen ensemble (members, mixture weights), generator state, selection
     iterations/<t>/summary.json      the iteration's report entry
     iterations/<t>/members/<m>.keras the member(s) trained in iteration t (architecture and weights)
+    iterations/<t>/manifest.json     size and SHA-256 of each file above (`integrity`), checked before use
     checkpoints/<t>/ckpt-<step>.npz  mid-iteration state of the iteration in progress
     tensorboard/                     event files
 
 A finished iteration is written into a staging directory and renamed into `iterations/<t>/`, so it exists whole or
-not at all; its checkpoints are deleted only after that.
+not at all; its checkpoints are deleted only after that (and at the next start, if the process died in between).
+A damaged published file is one line naming it and what to delete (`integrity.DamagedRunError`), never a traceback.
 """
 
 from __future__ import annotations
@@ -19,12 +21,12 @@ from typing import Any
 
 import keras
 
-from improve_nas import fileio
+from improve_nas import fileio, integrity
 from improve_nas.adanet.iteration_model import FrozenEnsemble
 from improve_nas.adanet.subnetwork import EnsembleRecord, MemberRecord
 
-ARCHITECTURE = "architecture.json"
-SUMMARY = "summary.json"
+ARCHITECTURE = integrity.ARCHITECTURE
+SUMMARY = integrity.SUMMARY
 
 
 class RunDirectory:
@@ -32,6 +34,7 @@ class RunDirectory:
 
     def __init__(self, path: str):
         self.path = fileio.check_local(path)
+        self._checked: set[int] = set()  # iterations checked against their manifest (or written) by this process
 
     def file(self, name: str) -> str:
         return os.path.join(self.path, name)
@@ -50,12 +53,20 @@ class RunDirectory:
         return os.path.join(self.iteration_dir(member.iteration), "members", f"{member.name}.keras")
 
     def finished_iterations(self) -> list[int]:
-        """Iterations whose directory was published, in order."""
-        root = os.path.join(self.path, "iterations")
-        if not os.path.isdir(root):
-            return []
-        return sorted(int(name) for name in os.listdir(root)
-                      if name.isdigit() and os.path.exists(os.path.join(root, name, ARCHITECTURE)))
+        """Iterations whose directory was published, in order (not checked: see `verify`)."""
+        return integrity.published_iterations(self.path)
+
+    def verify(self) -> list[int]:
+        """The finished iterations, each checked against its manifest; removes checkpoints of finished iterations.
+
+        Raises:
+          integrity.DamagedRunError: an iteration missing before a later one, or a damaged file of one.
+        """
+        finished = integrity.check_iterations(self.path, already_checked=self._checked.__contains__)
+        self._checked.update(finished)
+        for stale in integrity.remove_stale_checkpoints(self.path, finished):
+            print(f"removed {self.checkpoint_dir(stale)}: not of the iteration in progress", flush=True)
+        return finished
 
     def publish_iteration(self, iteration: int, *, architecture: dict[str, Any], summary: dict[str, Any],
                           new_members: dict[str, keras.Model]) -> None:
@@ -69,21 +80,57 @@ class RunDirectory:
             model.save(os.path.join(staging, "members", f"{name}.keras"))
         fileio.write_json(os.path.join(staging, ARCHITECTURE), architecture)
         fileio.write_json(os.path.join(staging, SUMMARY), summary)
+        integrity.write_manifest(staging)
         fileio.publish_directory(staging, final)
+        self._checked.add(iteration)
         shutil.rmtree(self.checkpoint_dir(iteration), ignore_errors=True)
 
     def architecture(self, iteration: int) -> dict[str, Any]:
-        return fileio.read_json(os.path.join(self.iteration_dir(iteration), ARCHITECTURE))
+        return self._read_json(iteration, ARCHITECTURE)
 
     def summaries(self) -> list[dict[str, Any]]:
-        return [fileio.read_json(os.path.join(self.iteration_dir(t), SUMMARY)) for t in self.finished_iterations()]
+        return [self._read_json(t, SUMMARY) for t in self.finished_iterations()]
 
     def load_ensemble(self, iteration: int) -> FrozenEnsemble:
         """The ensemble chosen at the end of `iteration`, members loaded (frozen) from their iterations."""
-        record = EnsembleRecord.from_dict(self.architecture(iteration)["ensemble"])
-        members = [freeze(keras.saving.load_model(self.member_path(member), compile=False))
-                   for member in record.members]
-        return FrozenEnsemble.from_record(record, members)
+        try:
+            record = EnsembleRecord.from_dict(self.architecture(iteration)["ensemble"])
+        except (KeyError, TypeError, ValueError) as error:
+            if isinstance(error, integrity.DamagedRunError):
+                raise
+            raise integrity.DamagedRunError(
+                f"{os.path.join(self.iteration_dir(iteration), ARCHITECTURE)} is damaged (no valid ensemble: "
+                f"{error!r}): {self._way_out(iteration)}") from None
+        return FrozenEnsemble.from_record(record, [self._load_member(member) for member in record.members])
+
+    def _load_member(self, member: MemberRecord) -> keras.Model:
+        self._check(member.iteration)
+        path = self.member_path(member)
+        if os.path.exists(os.path.join(self.iteration_dir(member.iteration), integrity.MANIFEST)):
+            return freeze(keras.saving.load_model(path, compile=False))  # intact: an error here is no damage
+        try:
+            return freeze(keras.saving.load_model(path, compile=False))
+        except Exception as error:  # noqa: BLE001  a file no manifest vouches for: whatever went wrong, one line
+            reason = (str(error).splitlines() or [type(error).__name__])[0][:200]
+            raise integrity.DamagedRunError(f"{path} cannot be loaded ({type(error).__name__}: {reason}): "
+                                            f"{self._way_out(member.iteration)}") from None
+
+    def _check(self, iteration: int) -> None:
+        """Checks `iteration` against its manifest once per process (the engine checks all of them at start)."""
+        if iteration not in self._checked:
+            integrity.check_manifest(self.iteration_dir(iteration), way_out=self._way_out(iteration))
+            self._checked.add(iteration)
+
+    def _read_json(self, iteration: int, name: str) -> dict[str, Any]:
+        self._check(iteration)
+        path = os.path.join(self.iteration_dir(iteration), name)
+        value = integrity.read_json(path, way_out=self._way_out(iteration))
+        if not isinstance(value, dict):
+            raise integrity.DamagedRunError(f"{path} is damaged (not a JSON object): {self._way_out(iteration)}")
+        return value
+
+    def _way_out(self, iteration: int) -> str:
+        return integrity.retrain_hint(self.path, iteration, self.finished_iterations())
 
 
 def freeze(model: keras.Model) -> keras.Model:
