@@ -241,3 +241,25 @@ def test_a_preempted_cloud_run_resumes_from_the_bucket_with_nothing_lost(gcs_emu
     names = _names(RUN)
     assert "export/ensemble.keras" in names and "iterations/1/architecture.json" in names
     assert not [name for name in names if name.startswith("checkpoints/")]
+
+
+def test_train_seconds_add_up_over_the_sessions_of_an_iteration(tmp_path, restore_sigterm, monkeypatch):
+    from improve_nas.adanet import engine
+
+    class SlowClock:  # the interrupted session's clock: 100 s pass between any two readings
+        now = 0.0
+
+        def monotonic(self):
+            self.now += 100.0
+            return self.now
+
+    with monkeypatch.context() as patch:
+        patch.setattr(engine, "time", SlowClock())
+        with preemption.PreemptionGuard() as guard, pytest.raises(preemption.Preempted):
+            grow(tmp_path / "run", guard=guard, signal_at=(0, 3))
+    run_dir = RunDirectory(str(tmp_path / "run"))
+    recorded = checkpoints.train_seconds(run_dir.checkpoint_dir(0), checkpoints.steps(run_dir.checkpoint_dir(0))[-1])
+    assert recorded >= 100.0
+
+    resumed = grow(tmp_path / "run")  # on the real clock: a few seconds more
+    assert recorded < resumed[0]["train_seconds"] < recorded + 100.0

@@ -20,6 +20,7 @@ import numpy as np
 from improve_nas import fileio
 from improve_nas.adanet.device_data import variables_to_skip
 
+_TRAIN_SECONDS = "train_seconds"
 _NAME = re.compile(r"^ckpt-(\d+)\.npz$")
 
 
@@ -32,18 +33,31 @@ def _state_variables(model: keras.Model) -> list:
     return own + list(model.optimizer.variables) + list(model.metrics_variables)
 
 
-def save(directory: str, model: keras.Model, *, step: int, keep: int) -> str:
-    """Writes `ckpt-<step>.npz` and removes all but the newest `keep` checkpoints. Returns the path."""
+def save(directory: str, model: keras.Model, *, step: int, keep: int, train_seconds: float = 0.0) -> str:
+    """Writes `ckpt-<step>.npz` and removes all but the newest `keep` checkpoints. Returns the path.
+
+    `train_seconds` is the time spent training the iteration up to `step`, over every session (`train_seconds`).
+    """
     variables = _state_variables(model)
     # the Keras variable, not its `.value`: inside a tf.distribute scope a MirroredVariable cannot become numpy
     arrays = {f"v{index}": np.asarray(keras.ops.convert_to_numpy(v)) for index, v in enumerate(variables)}
     arrays["paths"] = np.array([v.path for v in variables])
+    arrays[_TRAIN_SECONDS] = np.array(float(train_seconds))
     path = os.path.join(directory, f"ckpt-{step}.npz")
     with fileio.atomic_path(path, suffix=".npz") as temporary:
         np.savez(temporary, **arrays)
     for stale in steps(directory)[:-keep]:
         os.remove(os.path.join(directory, f"ckpt-{stale}.npz"))
     return path
+
+
+def train_seconds(directory: str, step: int) -> float:
+    """The training time recorded with checkpoint `step` (0 for step 0, or a checkpoint written before it was kept)."""
+    path = os.path.join(directory, f"ckpt-{step}.npz")
+    if not step or not os.path.exists(path):
+        return 0.0
+    with np.load(path) as data:
+        return float(data[_TRAIN_SECONDS]) if _TRAIN_SECONDS in data.files else 0.0
 
 
 def steps(directory: str) -> list[int]:

@@ -168,11 +168,9 @@ def _run_iteration(iteration: int, *, run_dir: RunDirectory, settings: EngineSet
         decay_steps=settings.iteration_steps, clip_norm=settings.clip_norm, clip_groups=model.clip_groups(),
         loss_scaling=needs_loss_scaling(model.subnetworks)))  # float16 candidates: dynamic loss scaling
 
-    started = time.monotonic()
     with distribution.training(model):
-        _train(model, iteration, run_dir=run_dir, settings=settings, data=data, seed=iteration_seed,
-               make_callbacks=make_callbacks, on_write=on_write)
-    train_seconds = time.monotonic() - started
+        train_seconds = _train(model, iteration, run_dir=run_dir, settings=settings, data=data, seed=iteration_seed,
+                               make_callbacks=make_callbacks, on_write=on_write)
 
     selection = select_candidate(
         num_candidates=len(model.selection_names), has_previous=previous is not None,
@@ -216,12 +214,17 @@ def _run_iteration(iteration: int, *, run_dir: RunDirectory, settings: EngineSet
 
 def _train(model: IterationModel, iteration: int, *, run_dir: RunDirectory, settings: EngineSettings,
            data: Partitions, seed: int, make_callbacks: CallbackFactory | None,
-           on_write: Callable[[], None]) -> None:
-    """Trains the remaining steps of the iteration in `fit` chunks, with a checkpoint after each chunk."""
+           on_write: Callable[[], None]) -> float:
+    """Trains the remaining steps of the iteration in `fit` chunks, with a checkpoint after each chunk.
+
+    Returns the seconds spent training the iteration, this session's and those of the sessions it resumes.
+    """
     checkpoint_dir = run_dir.checkpoint_dir(iteration)
+    started = time.monotonic()
     # Built here, not lazily in the first step: a TF train function that creates variables is traced twice.
     model.optimizer.build(model.trainable_variables)
     step = checkpoints.restore_latest(checkpoint_dir, model)
+    earlier = checkpoints.train_seconds(checkpoint_dir, step)  # by the sessions that wrote the checkpoints
     total = settings.iteration_steps
     progress = IterationProgress(iteration=iteration, total_steps=total, start_step=step, verbose=settings.verbose)
     callbacks = [progress] + ([StopEvery(settings.checkpoint_secs)] if settings.checkpoint_secs else [])
@@ -239,9 +242,11 @@ def _train(model: IterationModel, iteration: int, *, run_dir: RunDirectory, sett
         if done <= step:
             raise RuntimeError(f"iteration {iteration}: training made no progress at step {step}")
         step = done
-        checkpoints.save(checkpoint_dir, model, step=step, keep=settings.keep_checkpoint_max)
+        checkpoints.save(checkpoint_dir, model, step=step, keep=settings.keep_checkpoint_max,
+                         train_seconds=earlier + time.monotonic() - started)
         on_write()
     progress.close()
+    return earlier + time.monotonic() - started
 
 
 def derive_seed(seed: int, iteration: int) -> int:
