@@ -1,8 +1,9 @@
 """Export of the final ensemble for serving: `export/ensemble.keras` and, on TensorFlow, `export/saved_model/`.
 
-The exported model takes raw uint8 images `[B, H, W, C]` (the preprocessing layer scales them; it augments only in
-training, which serving never is) and returns `logits`, `probabilities` and `classes`. `export/manifest.json` records
-every file's size and checksum, so a rerun of the run re-exports a damaged export (`check_export`).
+The exported model takes raw uint8 images `[B, H, W, C]` of the training shape and nothing else (`improve_nas.serving`
+states the contract; the preprocessing layer scales them; it augments only in training, which serving never is) and
+returns `logits`, `probabilities` and `classes`. `export/manifest.json` records every file's size and checksum, so a
+rerun of the run re-exports a damaged export (`check_export`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from improve_nas import integrity
 from improve_nas.adanet.engine import load_final_ensemble
 from improve_nas.adanet.ensemble_model import EnsembleModel
 from improve_nas.adanet.run_directory import RunDirectory
+from improve_nas.serving import IMAGE_DTYPE, ServingModel, expected_images
 
 EXPORT_DIR = "export"
 KERAS_FILE = "ensemble.keras"
@@ -23,12 +25,18 @@ SAVED_MODEL_DIR = "saved_model"
 
 
 def serving_model(run_dir: RunDirectory, *, preprocessing: keras.layers.Layer,
-                  image_shape: tuple[int, int, int]) -> EnsembleModel:
+                  image_shape: tuple[int, int, int]) -> ServingModel:
     ensemble = load_final_ensemble(run_dir)
-    model = EnsembleModel(members=ensemble.members, ensembler=ensemble.ensembler,
-                          member_names=[m.name for m in ensemble.record.members], preprocessing=preprocessing,
-                          name="ensemble")
-    model(keras.ops.zeros((1, *image_shape), dtype="uint8"))  # build
+    return guard_for_serving(EnsembleModel(members=ensemble.members, ensembler=ensemble.ensembler,
+                                           member_names=[m.name for m in ensemble.record.members],
+                                           preprocessing=preprocessing, name="ensemble"), image_shape)
+
+
+def guard_for_serving(ensemble: keras.Model, image_shape: tuple[int, int, int]) -> ServingModel:
+    """`ensemble` (uint8 images -> logits, probabilities, classes) behind the serving input contract, built."""
+    logits = ensemble(keras.ops.zeros((1, *image_shape), dtype=IMAGE_DTYPE), training=False)["logits"]
+    model = ServingModel(ensemble=ensemble, image_shape=image_shape, num_classes=logits.shape[-1], name="serving")
+    model(keras.ops.zeros((1, *image_shape), dtype=IMAGE_DTYPE))  # build
     return model
 
 
@@ -64,23 +72,36 @@ def check_export(run_dir: RunDirectory) -> str | None:
     return None
 
 
-def _export_saved_model(model: EnsembleModel, path: str, image_shape: tuple[int, int, int]) -> None:
+def _export_saved_model(model: ServingModel, path: str, image_shape: tuple[int, int, int]) -> None:
     """One traced `serve` function (also the `serving_default` signature) on a module holding the variables.
 
     Written with `tf.saved_model.save` rather than `keras.Model.export`: Keras' export archive walks and traces the
     whole layer tree several times, which for a NASNet ensemble costs about 5x more (37 s against 7 s for two
     3-cell members on 2 CPU cores).
+
+    The signature admits uint8 of any shape, so TensorFlow itself refuses other dtypes (`serve`: a TypeError "Can
+    not cast TensorSpec(..., dtype=tf.float32, ...) to TensorSpec(..., dtype=tf.uint8, ...)"; the signature: an
+    InvalidArgumentError "expected to be a uint8 tensor but is a float tensor"), and the shape is checked when the
+    function runs: a signature called directly checks only dtypes, and a mismatched shape there reached the
+    convolutions (a 16x16 batch ran; a rank-3 one aborted the process).
     """
     import tensorflow as tf
 
     module = tf.Module()
     # The backing tf.Variables, so the SavedModel checkpoint holds every weight `serve` reads.
     module.weights = [getattr(v, "value", v) for v in model.variables]
+    expected = tf.constant(image_shape)
 
-    @tf.function(input_signature=[tf.TensorSpec(shape=(None, *image_shape), dtype=tf.uint8, name="images")],
-                 autograph=False)
+    @tf.function(input_signature=[tf.TensorSpec(shape=None, dtype=tf.uint8, name="images")], autograph=False)
     def serve(images):
-        return model(images, training=False)
+        shape = tf.shape(images)
+        fits = tf.cond(tf.equal(tf.size(shape), 4), lambda: tf.reduce_all(tf.equal(shape[1:], expected)),
+                       lambda: tf.constant(False))
+        check = tf.debugging.Assert(fits, [f"expected {expected_images(image_shape)}, got uint8 of shape", shape],
+                                    summarize=8, name="image_contract")
+        with tf.control_dependencies([check]):
+            images = tf.ensure_shape(tf.identity(images), (None, *image_shape))
+        return model(images)
 
     module.serve = serve
     tf.saved_model.save(module, path, signatures={"serving_default": serve})

@@ -72,7 +72,7 @@ def test_exports_load_and_predict_raw_uint8_images(smoke_run):
     images = np.random.default_rng(0).integers(0, 256, size=(5, 32, 32, 3)).astype(np.uint8)
     script = (
         "import sys, numpy as np, keras, tensorflow as tf\n"
-        "import improve_nas.adanet.ensemble_model, improve_nas.models, improve_nas.data.augment\n"
+        "import improve_nas.serving\n"
         f"images = np.load({str(model_dir / 'images.npy')!r})\n"
         f"model = keras.saving.load_model({str(model_dir / 'export/ensemble.keras')!r})\n"
         "a = model.predict(images, verbose=0)\n"
@@ -127,7 +127,7 @@ def test_mixed_bfloat16_run_trains_exports_float32_and_refuses_another_precision
     assert report["final"]["members"] == 2 and np.isfinite(report["final"]["loss"])
     script = (
         "import glob, numpy as np, keras, tensorflow as tf\n"
-        "import improve_nas.adanet.ensemble_model, improve_nas.models, improve_nas.data.augment\n"
+        "import improve_nas.serving\n"
         f"root = {str(model_dir)!r}\n"
         "member = keras.saving.load_model(glob.glob(root + '/iterations/1/members/*.keras')[0])\n"
         "assert {l.dtype_policy.name for l in member._flatten_layers()} == {'mixed_bfloat16'}\n"
