@@ -280,3 +280,17 @@ def test_bad_dataset_on_a_fresh_model_dir_leaves_nothing(tmp_path):
     assert result.returncode == 2, result.stderr
     assert "unknown --dataset 'nope'" in result.stderr.strip().splitlines()[-1]
     assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.slow
+def test_force_unlock_flag_breaks_a_held_lock(tmp_path):
+    model_dir = str(tmp_path / "run")
+    holder = Holder(model_dir)
+    try:
+        result = subprocess.run(train_command(model_dir, "--dataset=nope", "--force_unlock"), check=False,
+                                capture_output=True, text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
+                                timeout=300)
+    finally:
+        holder.release()
+    assert f"--force_unlock: broke the lock of pid {holder.pid} on {socket.gethostname()}" in result.stdout
+    assert result.returncode == 2 and "unknown --dataset 'nope'" in result.stderr  # got past the lock
