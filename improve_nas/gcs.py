@@ -135,6 +135,48 @@ def read_bytes(url: str, *, client: storage.Client | None = None) -> bytes:
         raise FileNotFoundError(f"no object at {url}") from None
 
 
+def create_if_absent(data: bytes, url: str, *, content_type: str = "application/octet-stream",
+                     client: storage.Client | None = None) -> int | None:
+    """Writes `data` to `url` only if no object is there (generation precondition 0: of concurrent writers, exactly
+    one succeeds). Returns the new object's generation, or None when an object already exists."""
+    from google.api_core import exceptions
+
+    blob = _blob(url, client)
+    try:
+        blob.upload_from_string(data, content_type=content_type, if_generation_match=0)
+    except exceptions.PreconditionFailed:
+        return None
+    return int(blob.generation)
+
+
+def read_with_generation(url: str, *, client: storage.Client | None = None) -> tuple[bytes, int]:
+    """The content of the object `url` and its generation, read as one version.
+
+    Raises:
+      FileNotFoundError: no object at `url` (or it was replaced while being read: the caller looks again).
+    """
+    from google.api_core import exceptions
+
+    blob = _blob(url, client)
+    try:
+        blob.reload()
+        generation = int(blob.generation)  # before the download, which may reset it from the response's headers
+        return blob.download_as_bytes(if_generation_match=generation), generation
+    except (exceptions.NotFound, exceptions.PreconditionFailed):
+        raise FileNotFoundError(f"no object at {url}") from None
+
+
+def delete_if_generation(url: str, generation: int, *, client: storage.Client | None = None) -> bool:
+    """Deletes the object `url` if it is still `generation`; False if it is gone or was replaced meanwhile."""
+    from google.api_core import exceptions
+
+    try:
+        _blob(url, client).delete(if_generation_match=generation)
+    except (exceptions.NotFound, exceptions.PreconditionFailed):
+        return False
+    return True
+
+
 def list_blobs(url: str, *, client: storage.Client | None = None) -> list[GcsObject]:
     """Every object whose name starts with the URL's path (a plain prefix: `gs://b/run` also lists `run2/...`)."""
     bucket, prefix = parse_gs_url(url)

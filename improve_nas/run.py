@@ -12,7 +12,7 @@ import os
 import random
 from typing import TYPE_CHECKING
 
-from improve_nas import fileio, run_checks, run_location
+from improve_nas import fileio, run_checks, run_location, run_lock
 from improve_nas.config import Config
 from improve_nas.data import ImageDataset, load_dataset
 from improve_nas.errors import UsageError, io_error_line
@@ -31,20 +31,21 @@ RESUMABLE_CHANGES = frozenset({"model_dir", "data_dir", "preset", "save_summary_
                                "distribution", "inference_batch_size"})
 
 
-def train(config: Config) -> dict:
+def train(config: Config, *, force_unlock: bool = False) -> dict:
     """Grows the ensemble described by `config` in `config.model_dir` (local or gs://), resuming what is there.
 
     Everything that can be wrong with the input is checked before the run directory (or the bucket) is touched. A
     gs:// run trains in a local working copy (`run_location`), pulled first and pushed after every checkpoint, every
     finished iteration and at the end. SIGTERM stops the run cleanly at the next batch, after a checkpoint
     (`preemption`). In a multi-worker run every process trains, and only the chief writes `model_dir` (the others
-    work in a scratch copy, `run_location.WorkerCopy`) and exports; the others wait for it before returning.
+    work in a scratch copy, `run_location.WorkerCopy`) and exports; the others wait for it before returning. The
+    writer holds `model_dir`'s lock (`run_lock`) for the whole run; `force_unlock` takes it from whoever holds it.
 
     Returns:
       The run's report (DESIGN §4).
 
     Raises:
-      UsageError: bad input; nothing was written.
+      UsageError: bad input, or another process holds the lock of `model_dir`; nothing was written.
       integrity.DamagedRunError: (a UsageError) a damaged file of the run directory, named with the way out.
       preemption.Preempted: SIGTERM; the state is saved and the same command resumes (exit code 143).
     """
@@ -58,6 +59,13 @@ def train(config: Config) -> dict:
         "delete it and rerun with the run's original flags (they are written into it again)"))
     if stored is not None:
         _check_same_run(stored, config)
+    # Taken before the slow data loading, so a second process on the same model_dir fails within seconds.
+    with run_lock.hold(location.url, force=force_unlock) if distribution.is_chief else contextlib.nullcontext():
+        return _train(config, distribution, location)
+
+
+def _train(config: Config, distribution, location) -> dict:
+    """`train`, once the input is checked and the run directory locked."""
     tensorboard_target = os.environ.get(TENSORBOARD_ENV) or None
     dataset = load_dataset(config.dataset, data_dir=config.data_dir, seed=0)
     seed = distribution.chief_value(_resolve_seed(config, location))

@@ -231,7 +231,7 @@ def test_train_flags_mirror_the_trainer():
     import improve_nas.trainer.flags as trainer_flags
 
     defined = flags.FLAGS.flags_by_module_dict()[trainer_flags.__name__]
-    kinds = {flag.name: int if flag.flag_type() == "int" else str for flag in defined}
+    kinds = {flag.name: {"int": int, "bool": bool}.get(flag.flag_type(), str) for flag in defined}
     assert kinds == train_flags.TRAIN_FLAGS
     assert train_flags.CONFIG_FLAGS == trainer_flags.CONFIG_FLAGS
 
@@ -242,12 +242,18 @@ def test_train_flags_parse_both_absl_forms_and_override_key_by_key():
     merged = train_flags.merge_train_flags(base, {"batch_size": "4", "dataset": "fake"})
     assert train_flags.format_train_flags(merged) == [
         "--preset=smoke", "--batch_size=4", "--tf_random_seed=-1", "--dataset=fake"]
+    # Boolean flags: --flag, --noflag or --flag=VALUE, as absl takes them; passed on as --flag=VALUE.
+    assert train_flags.parse_train_flags(["--force_unlock", "--preset=smoke"]) == {"force_unlock": "true",
+                                                                                   "preset": "smoke"}
+    assert train_flags.parse_train_flags(["--noforce_unlock"]) == {"force_unlock": "false"}
+    assert train_flags.format_train_flags({"force_unlock": "true"}) == ["--force_unlock=true"]
 
 
 @pytest.mark.parametrize("argv, fragment", [
     (["--learning_rate=3"], "unknown train flag --learning_rate"),
     (["--batch_size=many"], "--batch_size='many' is not an integer"),
     (["--batch_size"], "needs a value"),
+    (["--force_unlock=maybe"], "--force_unlock='maybe' is not true or false"),
     (["smoke"], "unexpected argument 'smoke'"),
 ])
 def test_bad_train_flags(argv, fragment):

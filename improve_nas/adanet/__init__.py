@@ -11,21 +11,29 @@ Pieces, one module each:
     selection        choosing the best candidate ensemble (SPEC §6.7)
 """
 
-from improve_nas.adanet.ensemblers import (
-    ComplexityRegularizedEnsembler, EnsemblerSpec, MeanEnsembler, restore_ensembler, serialize_ensembler)
-from improve_nas.adanet.iteration_model import FrozenEnsemble, IterationModel, LossSpec
-from improve_nas.adanet.losses import Distillation
-from improve_nas.adanet.optimizers import make_optimizer
-from improve_nas.adanet.selection import (
-    Selection, evaluate_adanet_losses, needs_selection_losses, select_candidate)
-from improve_nas.adanet.strategies import (
-    AllStrategy, EnsembleCandidate, GrowStrategy, SoloStrategy, Strategy, make_strategy)
-from improve_nas.adanet.subnetwork import Builder, EnsembleRecord, Generator, MemberRecord
+import importlib
 
-__all__ = [
-    "AllStrategy", "Builder", "ComplexityRegularizedEnsembler", "Distillation", "EnsembleCandidate",
-    "EnsembleRecord", "EnsemblerSpec", "FrozenEnsemble", "Generator", "GrowStrategy", "IterationModel",
-    "LossSpec", "MeanEnsembler", "MemberRecord", "Selection", "SoloStrategy", "Strategy",
-    "evaluate_adanet_losses", "make_optimizer", "make_strategy", "needs_selection_losses",
-    "restore_ensembler", "select_candidate", "serialize_ensembler",
-]
+# Names exported here, by the module that defines them. Loaded on first access (PEP 562), so that importing one
+# Keras-free module of the package (`cluster`, `distribution`'s checks) does not import Keras and TensorFlow.
+_EXPORTS = {
+    "ensemblers": ("ComplexityRegularizedEnsembler", "EnsemblerSpec", "MeanEnsembler", "restore_ensembler",
+                   "serialize_ensembler"),
+    "iteration_model": ("FrozenEnsemble", "IterationModel", "LossSpec"),
+    "losses": ("Distillation",),
+    "optimizers": ("make_optimizer",),
+    "selection": ("Selection", "evaluate_adanet_losses", "needs_selection_losses", "select_candidate"),
+    "strategies": ("AllStrategy", "EnsembleCandidate", "GrowStrategy", "SoloStrategy", "Strategy", "make_strategy"),
+    "subnetwork": ("Builder", "EnsembleRecord", "Generator", "MemberRecord"),
+}
+_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
+__all__ = sorted(_MODULE_OF)
+
+
+def __getattr__(name: str):
+    if name in _MODULE_OF:
+        return getattr(importlib.import_module(f"improve_nas.adanet.{_MODULE_OF[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

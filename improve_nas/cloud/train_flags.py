@@ -14,13 +14,14 @@ from typing import Any, Iterable, Mapping
 from improve_nas.config import Config
 from improve_nas.errors import UsageError
 
-# Flag name -> value type, as defined in improve_nas/trainer/flags.py (absl integer or string flags).
+# Flag name -> value type, as defined in improve_nas/trainer/flags.py (absl integer, string or boolean flags).
 TRAIN_FLAGS: dict[str, type] = {
     "batch_size": int, "train_steps": int, "save_summary_steps": int, "hparams": str, "dataset": str,
     "tf_random_seed": int, "eval_steps": int, "save_checkpoints_secs": int, "save_checkpoints_steps": int,
     "data_params": str, "keep_checkpoint_max": int, "job-dir": str, "model_dir": str, "preset": str, "data_dir": str,
-    "distribution": str, "precision": str, "inference_batch_size": int,
+    "distribution": str, "precision": str, "inference_batch_size": int, "force_unlock": bool,
 }
+_BOOLEANS = {"true": True, "t": True, "1": True, "false": False, "f": False, "0": False}  # absl's spellings
 # The flags that become `Config` fields when given (improve_nas.trainer.flags.CONFIG_FLAGS).
 CONFIG_FLAGS = ("batch_size", "train_steps", "save_summary_steps", "dataset", "tf_random_seed", "eval_steps",
                 "save_checkpoints_secs", "save_checkpoints_steps", "keep_checkpoint_max", "data_dir",
@@ -49,6 +50,10 @@ def parse_train_flags(argv: Iterable[str], *, origin: str = "train flags") -> di
         if not token.startswith("-") or token in ("-", "--"):
             raise UsageError(f"{origin}: unexpected argument {token!r}; train flags look like --name=value")
         name, separator, value = token.lstrip("-").partition("=")
+        if not separator and TRAIN_FLAGS.get(name) is bool:  # absl's --flag / --noflag
+            separator, value = "=", "true"
+        elif not separator and name.startswith("no") and TRAIN_FLAGS.get(name[2:]) is bool:
+            name, separator, value = name[2:], "=", "false"
         if name not in TRAIN_FLAGS:
             raise UsageError(f"{origin}: unknown train flag --{name}; valid flags: {', '.join(sorted(TRAIN_FLAGS))}")
         if not separator:
@@ -106,6 +111,10 @@ def resolve_train_config(flags: Mapping[str, str], *, model_dir: str) -> Config:
 
 
 def _typed(name: str, value: str, origin: str) -> Any:
+    if TRAIN_FLAGS[name] is bool:
+        if value.lower() not in _BOOLEANS:
+            raise UsageError(f"{origin}: flag --{name}={value!r} is not true or false")
+        return _BOOLEANS[value.lower()]
     if TRAIN_FLAGS[name] is int:
         try:
             return int(value)

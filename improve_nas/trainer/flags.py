@@ -47,6 +47,10 @@ flags.DEFINE_integer("inference_batch_size", None, "Images per inference call in
                      "evaluation (speed only: no result depends on it); unset: 1024 on a GPU or TPU, 128 on a CPU. "
                      "Halved whenever it runs out of memory.")
 
+flags.DEFINE_boolean("force_unlock", False, "Take model_dir's lock even though another process holds it (one whose "
+                     "host is gone, or a gs:// lock left by a killed job on another host). Not part of the run's "
+                     "configuration.")
+
 FLAGS = flags.FLAGS
 
 

@@ -48,7 +48,7 @@ def main(argv: list[str]) -> int:
             preset=FLAGS.preset,
             flags=dict(explicit_config_flags(), model_dir=resolve_model_dir()),
             hparams=FLAGS.hparams, data_params=FLAGS.data_params)
-        run.train(config)
+        run.train(config, force_unlock=FLAGS.force_unlock)
     except UsageError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
