@@ -217,16 +217,16 @@ def make_augmentation(config: Config, *, seed: int):
 
 def _training_callbacks(config: Config, run_dir, guard: preemption.PreemptionGuard):
     """Callbacks for each iteration's training: the preemption stop, and TensorBoard summaries where TF exists."""
-    from improve_nas import tensorboard
+    from improve_nas import summaries as tensorboard_summaries
 
-    summaries = tensorboard.available()
+    summaries = tensorboard_summaries.available()
     if not summaries:
-        print("TensorFlow is not installed: no TensorBoard summaries will be written", flush=True)
+        print("TensorFlow or TensorBoard is not installed: no TensorBoard summaries will be written", flush=True)
 
     def make(model, iteration, start_step):
         callbacks = [guard.stop_callback()]
         if summaries:
-            callbacks.append(tensorboard.TrainingSummaries(
+            callbacks.append(tensorboard_summaries.TrainingSummaries(
                 root=run_dir.tensorboard_dir, every_steps=config.save_summary_steps,
                 base_step=iteration * config.iteration_steps, start_step=start_step,
                 subnetwork_loss_keys=model.subnetwork_loss_keys, adanet_loss_keys=model.adanet_loss_keys))
@@ -235,10 +235,10 @@ def _training_callbacks(config: Config, run_dir, guard: preemption.PreemptionGua
 
 
 def _on_iteration_end(run_dir, dataset: ImageDataset, summary: dict) -> None:
-    from improve_nas import tensorboard
+    from improve_nas import summaries
 
-    if tensorboard.available():
-        tensorboard.write_iteration_summary(run_dir.tensorboard_dir, summary)
+    if summaries.available():
+        summaries.write_iteration_summary(run_dir.tensorboard_dir, summary)
     _write_report(run_dir.path, dataset, run_dir.summaries())
 
 

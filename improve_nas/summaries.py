@@ -4,8 +4,9 @@
     tensorboard/ensemble/<candidate>/   adanet_loss (training), mixture-weight L1 norms
     tensorboard/                        iteration, test accuracy and loss of the chosen ensemble
 
-Event files are written with `tf.summary`; where TensorFlow is not installed (e.g. a JAX-only GPU box) summaries are
-skipped with one notice, and training is unaffected.
+Event files are written with `tf.summary`; where TensorFlow or TensorBoard is not installed (e.g. a JAX-only GPU box)
+summaries are skipped with one notice, and training is unaffected. (Not named `tensorboard.py`: run from inside
+improve_nas/, as the 2019 README did, that would hide the `tensorboard` package `tf.summary` needs.)
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import numpy as np
 
 
 def available() -> bool:
-    return importlib.util.find_spec("tensorflow") is not None
+    return all(importlib.util.find_spec(name) is not None for name in ("tensorflow", "tensorboard"))
 
 
 class _Writers:
