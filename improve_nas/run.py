@@ -187,7 +187,8 @@ def _grow(config: Config, run_dir, dataset: ImageDataset, data, settings, genera
             print(f"XLA compilation cache: {cache_dir}", flush=True)
         grow_ensemble(run_dir=run_dir, settings=settings, data=data, generator=generator,
                       make_preprocessing=lambda layer_seed: make_augmentation(config, seed=layer_seed),
-                      make_callbacks=_training_callbacks(config, run_dir, guard), on_iteration_end=on_iteration_end,
+                      make_callbacks=_training_callbacks(config, run_dir, guard, data, seed=settings.seed),
+                      on_iteration_end=on_iteration_end,
                       on_write=on_write)
 
 
@@ -252,30 +253,40 @@ def make_augmentation(config: Config, *, seed: int):
                              cutout_size=params.cutout_size, seed=seed)
 
 
-def _training_callbacks(config: Config, run_dir, guard: preemption.PreemptionGuard):
+def _training_callbacks(config: Config, run_dir, guard: preemption.PreemptionGuard, data, *, seed: int):
     """Callbacks for each iteration's training: the preemption stop, and TensorBoard summaries where TF exists."""
-    from improve_nas import tensorboard
+    from improve_nas import summaries as tensorboard_summaries
+    from improve_nas.adanet.batches import EpochPermutations
+    from improve_nas.adanet.engine import derive_seed
 
-    summaries = tensorboard.available()
+    summaries = tensorboard_summaries.available()
     if not summaries:
-        print("TensorFlow is not installed: no TensorBoard summaries will be written", flush=True)
+        print("TensorFlow or TensorBoard is not installed: no TensorBoard summaries will be written", flush=True)
 
     def make(model, iteration, start_step):
         callbacks = [guard.stop_callback()]
         if summaries:
-            callbacks.append(tensorboard.TrainingSummaries(
+            # The batch of step k of iteration t, as the engine draws it (batches.py: a function of the seed and k)
+            permutations = EpochPermutations(len(data.x_train), derive_seed(seed, iteration))
+
+            def ensemble_terms_at(step):
+                rows = permutations.indices(step, config.batch_size)
+                return model.ensemble_loss_terms(data.x_train[rows], data.y_train[rows])
+
+            callbacks.append(tensorboard_summaries.TrainingSummaries(
                 root=run_dir.tensorboard_dir, every_steps=config.save_summary_steps,
                 base_step=iteration * config.iteration_steps, start_step=start_step,
-                subnetwork_loss_keys=model.subnetwork_loss_keys, adanet_loss_keys=model.adanet_loss_keys))
+                subnetwork_log_keys=model.subnetwork_log_keys, ensemble_log_keys=model.ensemble_log_keys,
+                ensemble_terms_at=ensemble_terms_at))
         return callbacks
     return make
 
 
 def _on_iteration_end(run_dir, dataset: ImageDataset, summary: dict) -> None:
-    from improve_nas import tensorboard
+    from improve_nas import summaries
 
-    if tensorboard.available():
-        tensorboard.write_iteration_summary(run_dir.tensorboard_dir, summary)
+    if summaries.available():
+        summaries.write_iteration_summary(run_dir.tensorboard_dir, summary)
     _write_report(run_dir.path, dataset, run_dir.summaries())
 
 

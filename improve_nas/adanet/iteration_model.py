@@ -5,7 +5,8 @@ with `training=False`, and its frozen ensembler), an optional preprocessing laye
 batch (augmentation: candidates and teachers see the same batch), the new candidate subnetworks and
 one fresh ensembler per candidate ensemble. `compute_loss` adds up every candidate's subnetwork
 loss and, when mixture weights are learned, every candidate ensemble's AdaNet loss (see
-`losses.py`). Member logits enter the ensembles through `stop_gradient`, so the parameter sets
+`losses.py`); it logs each term of each loss it computes as the step's value (`StepValue`), not a
+running mean. Member logits enter the ensembles through `stop_gradient`, so the parameter sets
 train independently and one optimizer serves them all (`optimizers.make_optimizer` with
 `clip_groups=model.clip_groups()` for AdaNet's per-candidate clipping).
 
@@ -45,11 +46,16 @@ from improve_nas.adanet.device_data import ROWS, DeviceData
 from improve_nas.adanet.ema import ZeroDebiasedEma
 from improve_nas.adanet.ensemblers import EnsemblerSpec, restore_ensembler, serialize_ensembler
 from improve_nas.adanet.losses import Distillation, LossSpec
+from improve_nas.adanet.step_value import StepValue
 from improve_nas.adanet.strategies import GrowStrategy, Strategy
 from improve_nas.adanet.subnetwork import (
     Builder, EnsembleRecord, MemberRecord, float32_outputs, member_name, validate_unique_names)
 
 __all__ = ["FrozenEnsemble", "IterationModel", "LossSpec"]
+
+# The logged terms of each loss (log name -> `losses.py` term): a subnetwork's loss, a candidate ensemble's AdaNet loss
+SUBNETWORK_TERMS = {"loss": "subnetwork", "cross_entropy": "ce", "distillation": "kd", "aux_head": "aux", "l2": "l2"}
+ENSEMBLE_TERMS = {"adanet_loss": "adanet_loss", "cross_entropy": "ensemble_ce", "complexity": "complexity"}
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True, eq=False)
@@ -116,9 +122,11 @@ class IterationModel(keras.Model):
         previous_members, previous_ensembler: The frozen previous ensemble ([] / None at t = 0).
         preprocessing: The preprocessing layer or None.
         emas: One `ZeroDebiasedEma` per candidate ensemble, or [].
-        subnetwork_loss_keys: New member name -> key of its training loss in `fit`'s logs.
-        adanet_loss_keys: Candidate ensemble name -> key of its training AdaNet loss in the logs ({} when the
-            ensembles are not computed in training).
+        subnetwork_log_keys: New member name -> {term: key in `fit`'s logs of its value at the latest step}, for
+            the `SUBNETWORK_TERMS` it has: "loss" (the total), "cross_entropy", "l2", "distillation" (with a
+            teacher), "aux_head" (with aux logits).
+        ensemble_log_keys: Candidate ensemble name -> {term: key} for `ENSEMBLE_TERMS` ("adanet_loss" is the total);
+            {} when training does not compute the ensembles (`ensemble_loss_terms` computes them apart).
     """
 
     def __init__(self, *, iteration: int, builders: Sequence[Builder], num_classes: int,
@@ -137,6 +145,7 @@ class IterationModel(keras.Model):
         self.ensembler_spec = ensembler or EnsemblerSpec()
         self.loss_spec = loss or LossSpec()
         self.member_names = [member_name(self.iteration, b.name) for b in builders]
+        self._aux_members = set()  # those returning aux logits in training (`_probe`)
 
         self.preprocessing = preprocessing
         self.device_data = device_data
@@ -162,12 +171,21 @@ class IterationModel(keras.Model):
             if track_adanet_loss_ema else []
         # Log keys carry no iteration number: the names of a step's outputs are part of the compiled program, and
         # iteration t's step should be the same program as iteration 0's (see `non_trainable_variables`).
-        self.subnetwork_loss_keys = {n: f"{b.name}_loss" for n, b in zip(self.member_names, self.builders)}
-        self.adanet_loss_keys = {n: f"{c.name}_adanet_loss" for n, c in zip(self.candidate_names, self.candidates)} \
+        self.subnetwork_log_keys = {n: self._subnetwork_log_keys(n, b.name)
+                                    for n, b in zip(self.member_names, self.builders)}
+        self.ensemble_log_keys = {n: {t: f"{c.name}_adanet_loss" if t == "adanet_loss" else f"{c.name}_adanet_{t}"
+                                      for t in ENSEMBLE_TERMS}
+                                  for n, c in zip(self.candidate_names, self.candidates)} \
             if self._train_ensembles else {}
-        self.subnetwork_loss_metrics = [keras.metrics.Mean(name=key) for key in self.subnetwork_loss_keys.values()]
-        self.adanet_loss_metrics = [keras.metrics.Mean(name=key) for key in self.adanet_loss_keys.values()]
+        self.step_values = [StepValue(key) for keys in [*self.subnetwork_log_keys.values(),
+                                                        *self.ensemble_log_keys.values()] for key in keys.values()]
         self.built = True
+
+    def _subnetwork_log_keys(self, member: str, builder: str) -> dict[str, str]:
+        """Keys of the terms `member` has; its total is "<builder>_loss", as the progress bar shows it."""
+        terms = [t for t in SUBNETWORK_TERMS if (t != "distillation" or self._teacher_mode is not Distillation.NONE)
+                 and (t != "aux_head" or member in self._aux_members)]
+        return {t: f"{builder}_loss" if t == "loss" else f"{builder}_{t}" for t in terms}
 
     def _adopt_previous(self, previous: FrozenEnsemble | None, example) -> list[int | None]:
         """Freezes and keeps the previous ensemble; returns its members' feature dims if needed."""
@@ -253,6 +271,8 @@ class IterationModel(keras.Model):
         spec = model(example, training=training)
         if not isinstance(spec, dict) or "logits" not in spec:
             raise ValueError(f"subnetwork {name} must return a dict with 'logits', got {type(spec).__name__}")
+        if training and "aux_logits" in spec:
+            self._aux_members.add(name)
         if spec["logits"].shape[-1] != self.num_classes:
             raise ValueError(f"subnetwork {name} returns {spec['logits'].shape[-1]} logits, expected {self.num_classes}")
         if self.ensembler_spec.needs_features and "features" not in spec:
@@ -307,7 +327,7 @@ class IterationModel(keras.Model):
                 teacher_logits=teacher,
                 regularization=_sum_losses(self.subnetworks[i]) if regularization is None else regularization)
             total = total + terms["subnetwork"]
-            self.subnetwork_loss_metrics[i].update_state(terms["subnetwork"])
+            self._log(self.subnetwork_log_keys[name], terms, SUBNETWORK_TERMS)
         ensembles = y_pred.get("ensembles", {})
         for j, name in enumerate(self.candidate_names):
             if name not in ensembles:
@@ -316,8 +336,7 @@ class IterationModel(keras.Model):
                 labels=y, logits=ensembles[name], complexity=self.ensemblers[j].complexity_penalty())
             if self.ensembler_spec.learns:
                 total = total + terms["adanet_loss"]
-            if self.adanet_loss_metrics:
-                self.adanet_loss_metrics[j].update_state(terms["adanet_loss"])
+            self._log(self.ensemble_log_keys.get(name, {}), terms, ENSEMBLE_TERMS)
             if training and self.emas:
                 self.emas[j].update(terms["adanet_loss"])
         if training and self.previous_ema is not None:
@@ -325,6 +344,27 @@ class IterationModel(keras.Model):
                                                    complexity=self.previous_ensembler.complexity_penalty())
             self.previous_ema.update(terms["adanet_loss"])
         return total
+
+    def _log(self, keys: dict[str, str], terms: dict, names: dict[str, str]) -> None:
+        values = {metric.name: metric for metric in self.step_values}
+        for term, key in keys.items():
+            values[key].update_state(terms[names[term]])
+
+    def ensemble_loss_terms(self, images, labels) -> dict[str, dict[str, float]]:
+        """Each candidate ensemble's `ENSEMBLE_TERMS` on a batch, in inference mode: {candidate: {term: value}}.
+
+        For the summaries when training does not compute the ensembles: computing them in the training step would
+        bring the frozen members back into it (DESIGN §2). May be called from a callback during `fit`.
+        """
+        if hasattr(self, "jax_state_sync"):
+            self.jax_state_sync()  # JAX keeps the training state apart from the variables until `fit` ends
+        ensembles = self(images, training=False)["ensembles"]
+        result = {}
+        for name, ensembler in zip(self.candidate_names, self.ensemblers):
+            terms = losses_lib.ensemble_loss_terms(labels=labels, logits=ensembles[name],
+                                                   complexity=ensembler.complexity_penalty())
+            result[name] = {term: float(ops.convert_to_numpy(terms[source])) for term, source in ENSEMBLE_TERMS.items()}
+        return result
 
     def _teacher_logits(self, y_pred):
         mode = self._teacher_mode

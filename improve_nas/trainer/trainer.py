@@ -29,8 +29,12 @@ def parse_flags_or_exit(argv: list[str]) -> list[str]:
 
 
 def resolve_model_dir() -> str:
-    """--model_dir, else --job-dir (what Vertex AI passes), else Vertex's AIP_MODEL_DIR."""
-    model_dir = FLAGS.model_dir or FLAGS["job-dir"].value or os.environ.get("AIP_MODEL_DIR", "")
+    """--model_dir, else --job-dir (what Vertex AI passes), else Vertex's AIP_MODEL_DIR; two different ones are an error."""
+    job_dir = FLAGS["job-dir"].value
+    if FLAGS.model_dir and job_dir and FLAGS.model_dir.rstrip("/") != job_dir.rstrip("/"):
+        raise UsageError(f"--model_dir={FLAGS.model_dir} and --job-dir={job_dir} name different run directories; "
+                         "give one of them")
+    model_dir = FLAGS.model_dir or job_dir or os.environ.get("AIP_MODEL_DIR", "")
     if not model_dir:
         raise UsageError("flag --model_dir is required (or --job-dir, or the AIP_MODEL_DIR environment variable)")
     return model_dir
