@@ -1,4 +1,4 @@
-"""The `improve-nas` console script: train | summary | report | bench | submit.
+"""The `improve-nas` console script: train | summary | report | predict | bench | submit.
 
 Dispatch only: each subcommand parses its arguments and calls one library function.
 """
@@ -11,7 +11,7 @@ import sys
 
 from improve_nas.errors import UsageError
 
-SUBCOMMANDS = ("train", "summary", "report", "bench", "submit")
+SUBCOMMANDS = ("train", "summary", "report", "predict", "bench", "submit")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -21,6 +21,7 @@ def main(argv: list[str] | None = None) -> int:
               "  train    grow an ensemble (the flags of python -m improve_nas.trainer.trainer)\n"
               "  summary  parameters, multiply-adds and stages of the NASNet an --hparams string describes\n"
               "  report   the per-iteration table of a run directory\n"
+              "  predict  classes and probabilities of a run's exported ensemble for .npz/.npy/PNG/JPEG images\n"
               "  bench    training throughput of the engine\n"
               "  submit   run training as a Google Cloud Vertex AI custom job")
         return 0 if argv else 2
@@ -109,6 +110,20 @@ def _report(argv: list[str]) -> int:
     return 0
 
 
+def _predict(argv: list[str]) -> int:
+    parser = _parser("predict", "Classify images with the exported ensemble of a run directory.")
+    parser.add_argument("model_dir", help="run directory (or its export/ensemble.keras)")
+    parser.add_argument("images", help=".npz (array x, images or x_test, or its only one), .npy, or a folder of "
+                        "PNG/JPEG files: uint8 images of the training size")
+    parser.add_argument("--format", choices=("csv", "json"), default="csv")
+    parser.add_argument("--out", default=None, help="write here instead of stdout")
+    args = parser.parse_args(argv)
+    from improve_nas.predict import run
+
+    run(args.model_dir, args.images, output_format=args.format, out=args.out)
+    return 0
+
+
 def _not_implemented(what: str):
     def command(argv: list[str]) -> int:
         raise UsageError(f"not implemented yet: {what}")
@@ -137,6 +152,7 @@ def _parse_shape(text: str) -> tuple[int, int, int]:
 _COMMANDS = {
     "summary": _summary,
     "report": _report,
+    "predict": _predict,
     "bench": _bench,
     "submit": _submit,
 }

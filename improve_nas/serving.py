@@ -15,12 +15,12 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from improve_nas import models
-from improve_nas.adanet import ensemble_model
+from improve_nas import keras_members, models
+from improve_nas.adanet import ensemble_model, ensemblers
 from improve_nas.data import augment
 
 # Imported for the classes they register, so that loading an exported `ensemble.keras` needs only this module.
-REGISTERING_MODULES = (ensemble_model, augment, models)
+REGISTERING_MODULES = (ensemble_model, ensemblers, augment, models, keras_members)
 IMAGE_DTYPE = "uint8"
 
 

@@ -9,6 +9,11 @@ Pieces, one module each:
     ema              zero-debiased EMA of the training AdaNet loss
     iteration_model  the fused Keras model of one iteration (all candidates, one fit)
     selection        choosing the best candidate ensemble (SPEC §6.7)
+    engine           the iteration loop: grow_ensemble(EngineSettings, Partitions, ...), load_final_ensemble
+    run_directory    RunDirectory: a run's finished iterations on disk
+
+Strategies and ensemblers are chosen by name or passed as objects: `EngineSettings.strategy` takes a `Strategy`
+instance, `EngineSettings.ensembler` an `EnsemblerSpec` (or a subclass whose `build` returns a registered layer).
 """
 
 import importlib
@@ -16,11 +21,13 @@ import importlib
 # Names exported here, by the module that defines them. Loaded on first access (PEP 562), so that importing one
 # Keras-free module of the package (`cluster`, `distribution`'s checks) does not import Keras and TensorFlow.
 _EXPORTS = {
+    "engine": ("EngineSettings", "Partitions", "grow_ensemble", "load_final_ensemble"),
     "ensemblers": ("ComplexityRegularizedEnsembler", "EnsemblerSpec", "MeanEnsembler", "restore_ensembler",
                    "serialize_ensembler"),
     "iteration_model": ("FrozenEnsemble", "IterationModel", "LossSpec"),
     "losses": ("Distillation",),
     "optimizers": ("make_optimizer",),
+    "run_directory": ("RunDirectory",),
     "selection": ("Selection", "evaluate_adanet_losses", "needs_selection_losses", "select_candidate"),
     "strategies": ("AllStrategy", "EnsembleCandidate", "GrowStrategy", "SoloStrategy", "Strategy", "make_strategy"),
     "subnetwork": ("Builder", "EnsembleRecord", "Generator", "MemberRecord"),

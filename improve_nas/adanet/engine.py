@@ -41,7 +41,7 @@ from improve_nas.adanet.memory import released_after
 from improve_nas.adanet.optimizers import make_optimizer, needs_loss_scaling
 from improve_nas.adanet.run_directory import RunDirectory
 from improve_nas.adanet.selection import evaluate_adanet_losses, needs_selection_losses, select_candidate
-from improve_nas.adanet.strategies import make_strategy
+from improve_nas.adanet.strategies import Strategy, make_strategy
 from improve_nas.adanet.subnetwork import Generator
 
 
@@ -57,8 +57,11 @@ class EngineSettings:
     schedule: str = "cosine"
     clip_norm: float = 5.0
     loss: LossSpec = dataclasses.field(default_factory=LossSpec)
+    # How candidates mix their members; a subclass may override `build` to return a layer of its own (registered
+    # with Keras, as the chosen one is stored through `ensemblers.serialize_ensembler`)
     ensembler: EnsemblerSpec = dataclasses.field(default_factory=EnsemblerSpec)
-    strategy: str = "grow"
+    # A name of `strategies.STRATEGIES`, or a `Strategy` instance (a custom one: candidate ensembles of its own)
+    strategy: str | Strategy = "grow"
     force_grow: bool = True
     use_evaluator: bool = True  # selection on the selection partition; False: EMA of the training AdaNet loss
     evaluator_batch_size: int = 32

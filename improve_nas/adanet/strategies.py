@@ -72,8 +72,12 @@ class AllStrategy(Strategy):
 STRATEGIES = {"grow": GrowStrategy, "solo": SoloStrategy, "all": AllStrategy}
 
 
-def make_strategy(name: str) -> Strategy:
-    """Returns the strategy called `name` (case-insensitive)."""
+def make_strategy(name: str | Strategy) -> Strategy:
+    """Returns the strategy called `name` (case-insensitive); a `Strategy` instance is returned as it is."""
+    if isinstance(name, Strategy):
+        return name
+    if not isinstance(name, str):
+        raise UsageError(f"strategy must be a Strategy instance or one of {', '.join(STRATEGIES)}, got {name!r}")
     try:
         return STRATEGIES[name.lower()]()
     except KeyError:
