@@ -73,7 +73,7 @@ def _train(config: Config, distribution, location) -> dict:
     tensorboard_target = os.environ.get(TENSORBOARD_ENV) or None
     dataset = load_dataset(config.dataset, data_dir=config.data_dir, seed=0)
     seed = distribution.chief_value(_resolve_seed(config, location))
-    arrays = split(dataset, config, seed=seed)
+    arrays = _partition_arrays(dataset, config, seed=seed)
     # The dynamic generator trains a deeper and a wider candidate together from iteration 1 on.
     run_checks.check_run(config, image_shape=dataset.image_shape, x_train=arrays["x_train"],
                          y_train=arrays["y_train"], num_candidates=2 if config.hparams.generator == "dynamic" else 1)
@@ -230,10 +230,10 @@ def partitions(dataset: ImageDataset, config: Config, *, seed: int):
     """Training, selection and test arrays; `selection=holdout` carves the selection split out of training."""
     from improve_nas.adanet.engine import Partitions
 
-    return Partitions(**split(dataset, config, seed=seed))
+    return Partitions(**_partition_arrays(dataset, config, seed=seed))
 
 
-def split(dataset: ImageDataset, config: Config, *, seed: int) -> dict:
+def _partition_arrays(dataset: ImageDataset, config: Config, *, seed: int) -> dict:
     """The arrays of `partitions`, by field name, without importing Keras."""
     x_train, y_train = dataset.x_train, dataset.y_train
     x_select, y_select = x_train, y_train
