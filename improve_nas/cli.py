@@ -9,21 +9,28 @@ import argparse
 import json
 import sys
 
+from improve_nas import __version__
 from improve_nas.errors import UsageError
+from improve_nas.quiet import quiet_tensorflow_start_up
 
 SUBCOMMANDS = ("train", "summary", "report", "predict", "bench", "submit")
 
 
 def main(argv: list[str] | None = None) -> int:
+    quiet_tensorflow_start_up()  # before anything imports TensorFlow
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in ("-V", "--version"):
+        print(f"improve_nas {__version__}")
+        return 0
     if not argv or argv[0] in ("-h", "--help"):
-        print(f"usage: improve-nas {{{','.join(SUBCOMMANDS)}}} [flags]\n"
+        print(f"usage: improve-nas {{{','.join(SUBCOMMANDS)}}} [flags]   (improve-nas COMMAND --help for its flags)\n"
               "  train    grow an ensemble (the flags of python -m improve_nas.trainer.trainer)\n"
               "  summary  parameters, multiply-adds and stages of the NASNet an --hparams string describes\n"
               "  report   the per-iteration table of a run directory\n"
               "  predict  classes and probabilities of a run's exported ensemble for .npz/.npy/PNG/JPEG images\n"
               "  bench    training throughput of the engine\n"
-              "  submit   run training as a Google Cloud Vertex AI custom job")
+              "  submit   run training as a Google Cloud Vertex AI custom job\n"
+              "improve-nas --version prints the version. Bad input is refused before TensorFlow starts.")
         return 0 if argv else 2
     command, rest = argv[0], argv[1:]
     if command not in SUBCOMMANDS:
@@ -89,7 +96,10 @@ def _submit(argv: list[str]) -> int:
     parser.add_argument("--project", default=None, help="Google Cloud project (default: gcloud's / the credentials')")
     parser.add_argument("--dry_run", action="store_true", help="print the resolved spec and command; touch nothing")
     parser.add_argument("train_flags", nargs="*", help="flags of improve-nas train, after --")
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # argparse alone says only "unrecognized arguments"
+        raise UsageError(f"unrecognized arguments: {' '.join(unknown)}; flags of improve-nas train go after --, "
+                         f"e.g. improve-nas submit --config=... --region=... --staging_bucket=... -- {unknown[0]}")
     from improve_nas.cloud import SubmitRequest, submit
 
     submit(SubmitRequest(config_path=args.config, region=args.region, staging_bucket=args.staging_bucket,

@@ -19,7 +19,7 @@ import json
 import typing
 from typing import Any, Mapping
 
-from improve_nas.errors import UsageError
+from improve_nas.errors import UsageError, nearest
 
 OPTIMIZERS = ("adagrad", "adam", "lazy_adam", "momentum", "rmsprop", "sgd")
 LEARNING_RATE_SCHEDULES = ("constant", "cosine")
@@ -232,7 +232,7 @@ def parse_overrides(text: str, group: type, *, what: str) -> dict[str, Any]:
         if not sep or not name:
             raise UsageError(f"malformed {what} {pair!r}: expected name=value")
         if name not in types:
-            raise UsageError(f"unknown {what} {name!r}; valid names: {', '.join(sorted(types))}")
+            raise UsageError(f"unknown {what} {name!r}; {nearest(name, types)}valid names: {', '.join(sorted(types))}")
         if name in overrides:
             raise UsageError(f"{what} {name!r} given twice")
         overrides[name] = parse_value(name, raw.strip(), types[name], what=what)
@@ -272,7 +272,8 @@ def _reject_unknown(group: type, values: Mapping[str, Any], what: str) -> None:
     known = {field.name for field in dataclasses.fields(group)}
     unknown = sorted(set(values) - known)
     if unknown:
-        raise UsageError(f"unknown {what} {unknown[0]!r}; valid names: {', '.join(sorted(known))}")
+        raise UsageError(f"unknown {what} {unknown[0]!r}; {nearest(unknown[0], known)}valid names: "
+                         f"{', '.join(sorted(known))}")
 
 
 def _check_choice(name: str, value: Any, choices: tuple, *, what: str = "hparam") -> None:

@@ -7,7 +7,9 @@ After 74, 130 and 143 the same command resumes the run.
 
 from __future__ import annotations
 
+import difflib
 import errno
+from typing import Iterable
 
 IO_ERROR_EXIT_CODE = 74  # EX_IOERR of sysexits.h
 # Phrases by which errors of other libraries (TensorFlow's C++ file system, h5py...) report an OS-level I/O failure.
@@ -23,6 +25,21 @@ class UsageError(ValueError):
     before anything is written to `model_dir`. Messages name the bad value and the
     valid choices.
     """
+
+
+def nearest(name: str, choices: Iterable[str]) -> str:
+    """"did you mean X? " naming up to three `choices` close to a mistyped `name` (or containing it), else "".
+
+    Ends with a space so a message can go on with the full list of choices on the same line.
+    """
+    choices = list(choices)
+    close = difflib.get_close_matches(name, choices, n=3, cutoff=0.6)
+    if len(name) >= 4:  # "paper" -> paper_cifar10, "dropout" -> dense_dropout_keep_prob
+        close += [choice for choice in choices if name.lower() in choice.lower() and choice not in close]
+    if not close:
+        return ""
+    close = close[:3]
+    return f"did you mean {' or '.join(close) if len(close) <= 2 else ', '.join(close[:-1]) + ' or ' + close[-1]}? "
 
 
 def io_error_line(error: BaseException) -> str | None:

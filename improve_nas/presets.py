@@ -11,7 +11,7 @@ import dataclasses
 from typing import Any, Callable, Mapping
 
 from improve_nas.config import Config, DataParams, HParams, parse_overrides
-from improve_nas.errors import UsageError
+from improve_nas.errors import UsageError, nearest
 
 
 @dataclasses.dataclass(frozen=True)
@@ -144,5 +144,5 @@ def resolve_config(*, preset: str | None = None, flags: Mapping[str, Any] | None
 
 def get_preset(name: str) -> Preset:
     if name not in PRESETS:
-        raise UsageError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}")
+        raise UsageError(f"unknown preset {name!r}; {nearest(name, PRESETS)}choose one of: {', '.join(PRESETS)}")
     return PRESETS[name]

@@ -12,9 +12,9 @@ import os
 import random
 from typing import TYPE_CHECKING
 
-from improve_nas import fileio, run_checks, run_location, run_lock
+from improve_nas import fileio, gcs, run_checks, run_location, run_lock
 from improve_nas.config import Config
-from improve_nas.data import ImageDataset, load_dataset
+from improve_nas.data import ImageDataset, load_dataset, validate_dataset_spec
 from improve_nas.errors import UsageError, io_error_line
 from improve_nas.report import build_report, write_report
 
@@ -51,6 +51,10 @@ def train(config: Config, *, force_unlock: bool = False) -> dict:
     """
     if not config.dataset:
         raise UsageError("flag --dataset is required (or a --preset that sets it)")
+    # Before multi_worker starts TensorFlow (`_process_distribution`) and before gs:// is reached: a typo fails fast.
+    validate_dataset_spec(config.dataset)
+    if gcs.is_gs_url(config.model_dir):
+        gcs.parse_gs_url(config.model_dir)
     distribution = _process_distribution(config)
     location = run_location.open_location(config.model_dir)
     if not distribution.is_chief:
@@ -69,10 +73,13 @@ def _train(config: Config, distribution, location) -> dict:
     tensorboard_target = os.environ.get(TENSORBOARD_ENV) or None
     dataset = load_dataset(config.dataset, data_dir=config.data_dir, seed=0)
     seed = distribution.chief_value(_resolve_seed(config, location))
-    data = partitions(dataset, config, seed=seed)
+    arrays = _partition_arrays(dataset, config, seed=seed)
     # The dynamic generator trains a deeper and a wider candidate together from iteration 1 on.
-    run_checks.check_run(config, image_shape=dataset.image_shape, x_train=data.x_train, y_train=data.y_train,
-                         num_candidates=2 if config.hparams.generator == "dynamic" else 1)
+    run_checks.check_run(config, image_shape=dataset.image_shape, x_train=arrays["x_train"],
+                         y_train=arrays["y_train"], num_candidates=2 if config.hparams.generator == "dynamic" else 1)
+    from improve_nas.adanet.engine import Partitions  # imports Keras: only once the data is known to fit the flags
+
+    data = Partitions(**arrays)
     settings = engine_settings(config, seed=seed)
 
     import improve_nas.models  # noqa: F401  registers NASNet with Keras: members saved earlier load on resume
@@ -223,6 +230,11 @@ def partitions(dataset: ImageDataset, config: Config, *, seed: int):
     """Training, selection and test arrays; `selection=holdout` carves the selection split out of training."""
     from improve_nas.adanet.engine import Partitions
 
+    return Partitions(**_partition_arrays(dataset, config, seed=seed))
+
+
+def _partition_arrays(dataset: ImageDataset, config: Config, *, seed: int) -> dict:
+    """The arrays of `partitions`, by field name, without importing Keras."""
     x_train, y_train = dataset.x_train, dataset.y_train
     x_select, y_select = x_train, y_train
     if config.hparams.selection == "holdout":
@@ -235,8 +247,8 @@ def partitions(dataset: ImageDataset, config: Config, *, seed: int):
                              f"holdout examples out of {len(x_train)}")
         x_select, y_select = x_train[order[:cut]], y_train[order[:cut]]
         x_train, y_train = x_train[order[cut:]], y_train[order[cut:]]
-    return Partitions(x_train=x_train, y_train=y_train, x_select=x_select, y_select=y_select,
-                      x_test=dataset.x_test, y_test=dataset.y_test, num_classes=dataset.num_classes)
+    return dict(x_train=x_train, y_train=y_train, x_select=x_select, y_select=y_select,
+                x_test=dataset.x_test, y_test=dataset.y_test, num_classes=dataset.num_classes)
 
 
 def _backend() -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 from improve_nas.data.base import ImageDataset
-from improve_nas.errors import UsageError
+from improve_nas.errors import UsageError, nearest
 
 DATASET_CHOICES = ("cifar10", "cifar100", "digits", "fake", "tfds:NAME", "npz:PATH")
 
@@ -85,4 +85,5 @@ def _parse(spec: str) -> tuple[str, str]:
             raise UsageError(f"--dataset={spec}: {argument!r} is not a TFDS name "
                              "(snake_case[/config][:version], e.g. tfds:mnist)")
         return kind, argument
-    raise UsageError(f"unknown --dataset {spec!r}; choices: {', '.join(DATASET_CHOICES)}")
+    raise UsageError(f"unknown --dataset {spec!r}; {nearest(spec, DATASET_CHOICES[:4])}"
+                     f"choices: {', '.join(DATASET_CHOICES)}")
