@@ -9,6 +9,7 @@ Pieces, one module each:
     ema              zero-debiased EMA of the training AdaNet loss
     iteration_model  the fused Keras model of one iteration (all candidates, one fit)
     selection        choosing the best candidate ensemble (SPEC §6.7)
+    choices          the names of the string-selected parts above, importable without Keras
 """
 
 import importlib
