@@ -23,11 +23,21 @@ class Flag:
     name: str
     type: type  # int, str or bool (absl's integer, string and boolean flags)
     default: Any
-    help: str
+    help_template: str  # `{choices}` stands for the choice list
     field: str | None = None  # the setting it sets; None for a flag of one invocation
     from_flag: bool = False  # whether its value, when given, becomes the setting as is
     unset: int | None = None  # the value that means None
     bench: bool = False  # whether `improve-nas bench` takes it too
+    choices: tuple = ()
+    owner: str | None = None  # `module:NAME` of the owner's choice list
+
+    @property
+    def help(self) -> str:
+        """The help text; resolving an owner's list imports its module, so only when the text is needed."""
+        if "{choices}" not in self.help_template:
+            return self.help_template
+        names = self.choices or owner_choices(self.owner)
+        return self.help_template.replace("{choices}", ", ".join(str(name) for name in names))
 
 
 # Flags of one invocation, not settings of the run: never stored in config.json, never compared on resume.
@@ -60,8 +70,9 @@ def setting_flags(table: type = Config) -> list[Flag]:
             default = ""  # a group's flag is a `name=value,...` string of overrides
         else:
             default = _field_default(field)
-        flags.append(Flag(meta["flag"] or field.name, kind, default, _help(meta), field=field.name,
-                          from_flag=meta["from_flag"], unset=meta["unset"], bench=meta["bench"]))
+        flags.append(Flag(meta["flag"] or field.name, kind, default, meta["help"], field=field.name,
+                          from_flag=meta["from_flag"], unset=meta["unset"], bench=meta["bench"],
+                          choices=meta["choices"], owner=meta["owner"]))
     return flags
 
 
@@ -124,13 +135,6 @@ def owner_choices(owner: str) -> tuple:
     """The choice list `module:NAME` names (a tuple, or the keys of a registry dict or enum)."""
     module, _, name = owner.partition(":")
     return tuple(getattr(importlib.import_module(module), name))
-
-
-def _help(meta: Mapping[str, Any]) -> str:
-    if "{choices}" not in meta["help"]:
-        return meta["help"]
-    names = meta["choices"] or owner_choices(meta["owner"])
-    return meta["help"].replace("{choices}", ", ".join(str(name) for name in names))
 
 
 def _flag_type(hint: Any, where: str) -> type:
