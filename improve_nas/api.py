@@ -120,7 +120,7 @@ def grow(build_fn: Callable[[int, tuple], Any], x_train, y_train, x_test, y_test
 def _grow(build_fn, config, extras: dict, record: dict, num_classes: int, arrays) -> GrowResult:
     import keras
 
-    from improve_nas import fileio, keras_members, run
+    from improve_nas import experiment, fileio, keras_members
     from improve_nas.adanet.engine import grow_ensemble
     from improve_nas.adanet.run_directory import RunDirectory
     from improve_nas.data import ImageDataset, Rescale
@@ -130,7 +130,7 @@ def _grow(build_fn, config, extras: dict, record: dict, num_classes: int, arrays
     x_train, y_train, x_test, y_test = arrays
     dataset = ImageDataset(name=config.dataset, num_classes=num_classes, image_shape=x_train.shape[1:],
                            x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
-    settings = run.engine_settings(config, seed=config.tf_random_seed)
+    settings = experiment.engine_settings(config, seed=config.tf_random_seed)
     overrides = {key: extras[key] for key in ("strategy", "ensembler") if key in extras}
     settings = dataclasses.replace(settings, verbose=bool(extras.get("verbose", True)), **overrides)
 
@@ -147,7 +147,7 @@ def _grow(build_fn, config, extras: dict, record: dict, num_classes: int, arrays
         return report
 
     before = len(run_dir.verify())
-    grow_ensemble(run_dir=run_dir, settings=settings, data=run.partitions(dataset, config, seed=settings.seed),
+    grow_ensemble(run_dir=run_dir, settings=settings, data=experiment.partitions(dataset, config, seed=settings.seed),
                   generator=keras_members.KerasGenerator(build_fn, record["builder"]),
                   make_preprocessing=preprocessing, on_iteration_end=lambda summary: write(run_dir.summaries()))
     entries = run_dir.summaries()

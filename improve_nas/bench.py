@@ -1,7 +1,7 @@
 """`improve-nas bench`: training throughput of the AdaNet engine against a plain `fit` of one NASNet.
 
 The engine run is the real one: `grow_ensemble` with the settings, partitions, generator and augmentation that
-`improve-nas train` derives from the same flags, into a temporary run directory that is deleted afterwards. Only
+`improve-nas train` derives from the same flags (`improve_nas.experiment`), into a temporary run directory that is deleted afterwards. Only
 three things differ from `train`, all outside the training step: no console output, one checkpoint per iteration
 (at its end), and evaluation and selection capped at `EVAL_BATCHES` batches (they are not timed).
 
@@ -49,20 +49,19 @@ DEFAULT_STEPS = 20
 EVAL_BATCHES = 2  # test and selection batches per iteration: untimed, kept short
 
 
-def bench_config(*, preset: str | None = None, hparams: str = "", data_params: str = "",
-                 batch_size: int | None = None, dataset: str = "fake", steps: int = DEFAULT_STEPS,
-                 iterations: int | None = None, precision: str | None = None) -> Config:
+def bench_config(*, preset: str | None = None, hparams: str = "", data_params: str = "", steps: int = DEFAULT_STEPS,
+                 iterations: int | None = None, **flags) -> Config:
     """The `Config` a bench run trains: the train flags, with `steps` per iteration and `iterations` iterations.
 
     Args:
         preset: A preset name, or None.
         hparams: The `--hparams` string.
         data_params: The `--data_params` string.
-        batch_size: Images per step; None keeps the preset's (or the default 32).
-        dataset: A `--dataset` spec; default `fake` (generated CIFAR-shaped images).
         steps: Training steps per iteration, the first of which is not timed (>= 2).
         iterations: AdaNet iterations; None keeps the hparams' `boosting_iterations`.
-        precision: The `--precision` (dtype policy of the NASNets, engine and baseline alike); None: the preset's.
+        **flags: The other train flags bench takes (`improve_nas.settings.bench_flags`), by setting name, e.g.
+            `batch_size`, `precision` (engine and baseline alike); a missing or None one keeps the preset's value
+            (or the default), except `dataset`, which defaults to `fake` (generated CIFAR-shaped images).
 
     Raises:
         UsageError: a bad flag, hparam or data_param, `steps` < 2 or `iterations` < 1.
@@ -71,12 +70,9 @@ def bench_config(*, preset: str | None = None, hparams: str = "", data_params: s
         raise UsageError(f"--steps={steps} is invalid; it must be >= 2 (the first step of each iteration compiles)")
     if iterations is not None and iterations < 1:
         raise UsageError(f"--iterations={iterations} is invalid; it must be >= 1")
-    validate_dataset_spec(dataset)
-    flags = {"dataset": dataset, "eval_steps": EVAL_BATCHES}
-    if batch_size is not None:
-        flags["batch_size"] = batch_size
-    if precision is not None:
-        flags["precision"] = precision
+    flags = {"dataset": "fake", **{name: value for name, value in flags.items() if value is not None},
+             "eval_steps": EVAL_BATCHES}
+    validate_dataset_spec(flags["dataset"])
     base = resolve_config(preset=preset, flags=flags, hparams=hparams, data_params=data_params).to_dict()
     base["hparams"]["boosting_iterations"] = iterations or base["hparams"]["boosting_iterations"]
     if base["hparams"]["evaluator_steps"] < 0:
@@ -105,19 +101,20 @@ def run_bench(config: Config) -> dict:
     """
     from improve_nas.compilation_cache import persistent_compilation_cache
     from improve_nas.data import load_dataset
-    from improve_nas.run import partitions
+    from improve_nas.experiment import experiment
 
     dataset = load_dataset(config.dataset, data_dir=config.data_dir, seed=0)
-    data = partitions(dataset, config, seed=config.tf_random_seed)
+    inputs = experiment(config, dataset, seed=config.tf_random_seed, augmentation_class=TraceCountingAugmentation)
+    data = inputs.data
     load_before = os.getloadavg()[0]
     started = time.perf_counter()
     # An empty cache, as a new `train` run finds it: iteration 0 compiles, later iterations may load its step (and the
     # second baseline run the first's).
     with tempfile.TemporaryDirectory() as scratch, persistent_compilation_cache(scratch) as cache:
-        baseline = [_run_baseline(config, data)]
-        engine = _run_engine(config, data)
+        baseline = [_run_baseline(inputs)]
+        engine = _run_engine(inputs)
         peak_rss = peak_host_rss_bytes()
-        baseline.append(_run_baseline(config, data))
+        baseline.append(_run_baseline(inputs))
     img_per_s = _throughput(engine, config.batch_size)
     per_iteration = [_throughput([timer], config.batch_size) for timer in engine]
     baseline_img_per_s = _throughput(baseline, config.batch_size)
@@ -245,19 +242,11 @@ class TraceCountingAugmentation(ImageAugmentation):
         return super().call(images, training=training)
 
 
-def make_augmentation(config: Config, *, seed: int) -> TraceCountingAugmentation:
-    """The augmentation `improve_nas.run.make_augmentation` builds, counting its traces."""
-    params = config.data_params
-    return TraceCountingAugmentation(augmentation=params.augmentation, cutout=params.cutout, pad=params.pad,
-                                     cutout_size=params.cutout_size, seed=seed)
-
-
-def _run_engine(config: Config, data) -> list[StepTimer]:
-    """Grows the ensemble in a temporary run directory; returns one timer per iteration."""
+def _run_engine(inputs) -> list[StepTimer]:
+    """Grows the ensemble of `inputs` (an `experiment.Experiment`) in a temporary run directory; one timer per
+    iteration."""
     from improve_nas.adanet.engine import grow_ensemble
     from improve_nas.adanet.run_directory import RunDirectory
-    from improve_nas.generators import make_generator
-    from improve_nas.run import engine_settings
 
     timers: list[StepTimer] = []
 
@@ -268,13 +257,11 @@ def _run_engine(config: Config, data) -> list[StepTimer]:
     def on_iteration_end(summary):
         timers[-1].rss_after = host_rss_bytes()
 
-    settings = dataclasses.replace(engine_settings(config, seed=config.tf_random_seed), verbose=False)
+    settings = dataclasses.replace(inputs.settings, verbose=False)
     with tempfile.TemporaryDirectory(prefix="improve_nas_bench_") as run_path:
-        grow_ensemble(run_dir=RunDirectory(run_path), settings=settings, data=data,
-                      generator=make_generator(config.hparams, iteration_steps=config.iteration_steps,
-                                               dtype=config.precision),
-                      make_preprocessing=lambda seed: make_augmentation(config, seed=seed),
-                      make_callbacks=make_callbacks, on_iteration_end=on_iteration_end)
+        grow_ensemble(run_dir=RunDirectory(run_path), settings=settings, data=inputs.data, generator=inputs.generator,
+                      make_preprocessing=inputs.make_preprocessing, make_callbacks=make_callbacks,
+                      on_iteration_end=on_iteration_end)
     return timers
 
 
@@ -290,23 +277,21 @@ class _SingleNASNet(keras.Model):
         return self.network(self.augmentation(images, training=training), training=training)["logits"]
 
 
-def _run_baseline(config: Config, data) -> StepTimer:
+def _run_baseline(inputs) -> StepTimer:
     """Plain `fit` of one NASNet on iteration 0's batches, timed like the engine; its memory is released after."""
     from improve_nas.adanet.memory import released_after
 
     with released_after():  # as after an engine iteration: the traced step must not outlive the baseline
-        return _fit_baseline(config, data)
+        return _fit_baseline(inputs)
 
 
-def _fit_baseline(config: Config, data) -> StepTimer:
+def _fit_baseline(inputs) -> StepTimer:
     from improve_nas.adanet.batches import train_batches
     from improve_nas.adanet.engine import derive_seed
     from improve_nas.adanet.losses import softmax_cross_entropy
     from improve_nas.adanet.optimizers import make_optimizer, needs_loss_scaling
-    from improve_nas.generators import make_generator
-    from improve_nas.run import engine_settings
 
-    settings = engine_settings(config, seed=config.tf_random_seed)
+    settings, data = inputs.settings, inputs.data
     seed = derive_seed(settings.seed, 0)
     keras.backend.clear_session()
     keras.utils.set_random_seed(seed)
@@ -314,9 +299,8 @@ def _fit_baseline(config: Config, data) -> StepTimer:
     batches = train_batches(data.x_train, data.y_train, batch_size=batch_size, seed=seed)
     x, y = (np.concatenate(parts) for parts in zip(*(next(batches) for _ in range(steps))))
 
-    augmentation = make_augmentation(config, seed=seed)
-    builder = make_generator(config.hparams, iteration_steps=steps, dtype=config.precision).generate_candidates(
-        None, 0)[0]
+    augmentation = inputs.make_preprocessing(seed)
+    builder = inputs.generator.generate_candidates(None, 0)[0]
     network = builder.build_subnetwork(num_classes=data.num_classes, input_shape=tuple(x.shape[1:]))
     model = _SingleNASNet(augmentation=augmentation, network=network, name="baseline")
     model.build((None, *x.shape[1:]))

@@ -64,24 +64,22 @@ def _summary(argv: list[str]) -> int:
 
 
 def _bench(argv: list[str]) -> int:
-    parser = _parser("bench", "Training throughput of the AdaNet engine against a plain fit of one NASNet.")
-    parser.add_argument("--preset", default=None, help="start from a preset, as for train")
-    parser.add_argument("--hparams", default="", help="name=value,... as for train")
-    parser.add_argument("--data_params", default="", help="name=value,... as for train")
-    parser.add_argument("--batch_size", type=int, default=None, help="images per step (default: preset's, or 32)")
-    parser.add_argument("--dataset", default="fake", help="as for train (default: fake, generated 32x32x3 images)")
+    from improve_nas.settings import bench_flags
+
+    parser = _parser("bench", "Training throughput of the AdaNet engine against a plain fit of one NASNet. The flags "
+                     "shared with train mean the same there; unset ones keep the preset's value (--dataset: fake, "
+                     "generated 32x32x3 images).")
+    for flag in bench_flags():
+        parser.add_argument(f"--{flag.name}", dest=flag.field, type=flag.type, default=None, help=flag.help)
     parser.add_argument("--steps", type=int, default=None, help="training steps per iteration, the first untimed")
     parser.add_argument("--iterations", type=int, default=None, help="AdaNet iterations (default: hparams')")
-    parser.add_argument("--precision", default=None, help="as for train: float32 (default), mixed_bfloat16 or "
-                        "mixed_float16; the baseline uses it too")
     parser.add_argument("--format", choices=("text", "json"), default="json")
     args = parser.parse_args(argv)
     from improve_nas.bench import DEFAULT_STEPS, bench_config, format_text, run_bench
 
-    config = bench_config(preset=args.preset, hparams=args.hparams, data_params=args.data_params,
-                          batch_size=args.batch_size, dataset=args.dataset,
-                          steps=DEFAULT_STEPS if args.steps is None else args.steps, iterations=args.iterations,
-                          precision=args.precision)
+    given = {flag.field: getattr(args, flag.field) for flag in bench_flags()}
+    config = bench_config(steps=DEFAULT_STEPS if args.steps is None else args.steps, iterations=args.iterations,
+                          **{name: value for name, value in given.items() if value is not None})
     result = run_bench(config)
     print(json.dumps(result) if args.format == "json" else format_text(result))
     return 0

@@ -7,6 +7,11 @@ Three groups, each a frozen dataclass whose fields carry the original names, typ
 - `DataParams`: the `--data_params` flag, which the original ignored and this project applies.
 - `Config`: the run-level flags of the original trainer (SPEC_ORIGINAL §1.1) holding the two groups above.
 
+`Config` is also the settings table: each of its fields is declared with `setting(...)`, whose metadata (help, flag
+name, whether it may change on resume, choices and the module that owns them, whether `bench` takes it too) is all
+that `improve_nas.settings` needs to generate the trainer's flags, `submit`'s flag check, the bench flags and the
+resume rule. Choice lists come from `improve_nas.choices`, so this module imports no Keras.
+
 Parsing follows `tf.contrib.training.HParams.parse` (SPEC_ORIGINAL §1.2): values are typed by the default's type,
 bools accept true/false (any case) or an integer, and an unknown or repeated name is an error. Every violation raises
 `UsageError` with a one-line message naming the bad key or value and the valid choices.
@@ -19,18 +24,39 @@ import json
 import typing
 from typing import Any, Mapping
 
+from improve_nas import choices
 from improve_nas.errors import UsageError, nearest
 
-OPTIMIZERS = ("adagrad", "adam", "lazy_adam", "momentum", "rmsprop", "sgd")
-LEARNING_RATE_SCHEDULES = ("constant", "cosine")
-KNOWLEDGE_DISTILLATION = ("adaptive", "born_again", "none")
-GENERATORS = ("simple", "dynamic")
-MIXTURE_WEIGHT_TYPES = ("scalar", "vector", "matrix")
-DATA_FORMATS = ("NHWC", "NCHW")
-SELECTION = ("train", "holdout")
-AUGMENTATIONS = ("basic", "none")
-DISTRIBUTIONS = ("none", "mirrored", "multi_worker")  # improve_nas.adanet.distribution
-PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")  # Keras dtype policy names of the NASNet members
+FIELD_DEFAULT = object()  # a setting's flag_default when its flag defaults to the field's default
+
+
+def setting(default: Any = dataclasses.MISSING, *, help: str, resumable: bool,
+            default_factory: Any = dataclasses.MISSING, flag: str | None = None, flag_default: Any = FIELD_DEFAULT,
+            unset: int | None = None, from_flag: bool = True, bench: bool = False, choices: tuple = (),
+            owner: str | None = None) -> Any:
+    """Declares one run-level setting: a field of `Config` and the metadata everything else is generated from.
+
+    Args:
+      default, default_factory: as for `dataclasses.field`.
+      help: the flag's help; `{choices}` is replaced by the choice list (`choices`, else the `owner`'s).
+      resumable: whether a run may resume with another value (it does not change what is trained).
+      flag: the flag's name, when it differs from the field's.
+      flag_default: the flag's default, when it differs from the field's (a group's flag defaults to "").
+      unset: the flag value that means None (the original's -1 for tf_random_seed).
+      from_flag: whether a flag given on the command line becomes the field as is; False when the entry point
+        resolves it (model_dir from --job-dir too, the preset, the `k=v` strings of a group).
+      bench: whether `improve-nas bench` takes the flag too.
+      choices: the closed list of valid values, checked on construction (from `improve_nas.choices`).
+      owner: `module:NAME` of the list the module that builds the value owns (tests check it equals `choices`).
+    """
+    metadata = dict(help=help, resumable=resumable, flag=flag, flag_default=flag_default, unset=unset,
+                    from_flag=from_flag, bench=bench, choices=choices, owner=owner)
+    return dataclasses.field(default=default, default_factory=default_factory, metadata=metadata)
+
+
+def choice(default: str, choices: tuple, *, owner: str, ignore_case: bool = False) -> Any:
+    """A field of a group (HParams, DataParams) whose value is one of `choices`, owned by `owner` (`module:NAME`)."""
+    return dataclasses.field(default=default, metadata=dict(choices=choices, owner=owner, ignore_case=ignore_case))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,41 +72,40 @@ class HParams:
     dense_dropout_keep_prob: float = 1.0  # dropout keep probability before the logits layer
     filter_scaling_rate: float = 2.0  # filter multiplier at each reduction cell
     num_reduction_layers: int = 2
-    data_format: str = "NHWC"
+    data_format: str = choice("NHWC", choices.DATA_FORMATS, owner="improve_nas.models.nasnet:DATA_FORMATS")
     skip_reduction_layer_input: int = 0  # 1: the cell after a reduction skips the reduction output as prev_layer
     use_bounded_activation: bool = False  # relu6 and ±6 clipping
     clip_gradients: int = 5  # global-norm clip per candidate; 0 turns it off. An int, as in the original
-    optimizer: str = "momentum"
-    learning_rate_schedule: str = "cosine"  # restarts every AdaNet iteration
+    optimizer: str = choice("momentum", choices.OPTIMIZERS, owner="improve_nas.adanet.optimizers:OPTIMIZER_NAMES",
+                            ignore_case=True)
+    learning_rate_schedule: str = choice(  # restarts every AdaNet iteration
+        "cosine", choices.LEARNING_RATE_SCHEDULES, owner="improve_nas.adanet.optimizers:SCHEDULES", ignore_case=True)
     initial_learning_rate: float = 0.025
     weight_decay: float = 5e-4  # L2 as weight_decay·Σw²/2 on conv, separable and dense kernels
     label_smoothing: float = 0.1
-    knowledge_distillation: str = "adaptive"
+    knowledge_distillation: str = choice("adaptive", choices.DISTILLATIONS,
+                                         owner="improve_nas.adanet.losses:Distillation")
     model_version: str = "cifar"  # a name suffix only
     adanet_lambda: float = 0.0
     adanet_beta: float = 0.0
-    generator: str = "simple"
+    generator: str = choice("simple", choices.GENERATORS, owner="improve_nas.generators:GENERATORS")
     boosting_iterations: int = 3
     force_grow: bool = True
     evaluator_batch_size: int = -1  # -1: --batch_size
     evaluator_steps: int = -1  # -1: one full pass over the training partition
     batch_size: int = 32  # mirrors --batch_size; stored only, as in the original
     learn_mixture_weights: bool = False
-    mixture_weight_type: str = "scalar"
+    mixture_weight_type: str = choice("scalar", choices.MIXTURE_WEIGHT_TYPES,
+                                      owner="improve_nas.adanet.ensemblers:WEIGHT_TYPES")
     use_evaluator: bool = True  # select on the training partition; False: EMA of the training AdaNet loss
     # Extensions of this project (not in the 2019 code).
-    selection: str = "train"  # train: AdaNet selection on the training partition; holdout: on a validation split
+    # train: AdaNet selection on the training partition; holdout: on a validation split
+    selection: str = choice("train", choices.SELECTIONS, owner="improve_nas.choices:SELECTIONS")
     holdout_fraction: float = 0.1  # share of the training partition held out when selection=holdout
     use_mixture_bias: bool = False  # learn a bias [K] in the ensemble logits (AdaNet's use_bias)
 
     def __post_init__(self) -> None:
-        _check_choice("optimizer", self.optimizer.lower(), OPTIMIZERS)
-        _check_choice("learning_rate_schedule", self.learning_rate_schedule.lower(), LEARNING_RATE_SCHEDULES)
-        _check_choice("knowledge_distillation", self.knowledge_distillation, KNOWLEDGE_DISTILLATION)
-        _check_choice("generator", self.generator, GENERATORS)
-        _check_choice("mixture_weight_type", self.mixture_weight_type, MIXTURE_WEIGHT_TYPES)
-        _check_choice("data_format", self.data_format, DATA_FORMATS)
-        _check_choice("selection", self.selection, SELECTION)
+        _check_choices(self, what="hparam")
         _check_choice("skip_reduction_layer_input", self.skip_reduction_layer_input, (0, 1))
         if self.num_cells <= 0 or self.num_cells % 3:
             raise UsageError(f"hparam num_cells={self.num_cells} must be a positive multiple of 3 (3, 6, ..., 18)")
@@ -119,13 +144,14 @@ class HParams:
 class DataParams:
     """Input-pipeline parameters of `--data_params` (applied here; ignored by the 2019 code)."""
 
-    augmentation: str = "basic"  # basic: random flip + zero-pad and random crop; none
+    # basic: random flip + zero-pad and random crop; none
+    augmentation: str = choice("basic", choices.AUGMENTATIONS, owner="improve_nas.data.augment:AUGMENTATION_CHOICES")
     cutout: bool = True  # zero one cutout_size² square per training image
     pad: int = 4  # pixels of zero padding before the random crop (basic augmentation)
     cutout_size: int = 16
 
     def __post_init__(self) -> None:
-        _check_choice("augmentation", self.augmentation, AUGMENTATIONS, what="data_param")
+        _check_choices(self, what="data_param")
         if self.pad < 0:
             raise UsageError(f"data_param pad={self.pad} must be >= 0")
         _check_positive("cutout_size", self.cutout_size, what="data_param")
@@ -135,34 +161,62 @@ class DataParams:
 class Config:
     """Everything one run needs; flags of the original trainer (SPEC_ORIGINAL §1.1) plus this project's."""
 
-    dataset: str = ""
-    batch_size: int = 32
-    train_steps: int = 1_000_000  # total steps over all iterations; each iteration gets train_steps // iterations
-    save_summary_steps: int = 2000
-    tf_random_seed: int | None = None  # None (or -1 on the command line): a fresh seed, recorded in env.json
-    eval_steps: int | None = None  # test batches per evaluation; None: the whole test partition
-    save_checkpoints_secs: int = 600
-    save_checkpoints_steps: int = 0
-    keep_checkpoint_max: int = 5
-    model_dir: str = ""
-    data_dir: str | None = None  # TFDS data directory (local or gs://)
-    preset: str | None = None  # the preset the run started from, for the record
-    # none: one device; mirrored: data parallel over all local devices; multi_worker: over all TF_CONFIG workers
-    distribution: str = "none"
+    dataset: str = setting("", help="One of: {choices}.", resumable=False,
+                           owner="improve_nas.data.registry:DATASET_CHOICES", bench=True)
+    batch_size: int = setting(32, help="Minibatch size for training; evaluation reads eval_steps batches of it.",
+                              resumable=False, bench=True)
+    # Total steps over all iterations; each iteration gets train_steps // iterations.
+    train_steps: int = setting(1_000_000, help="Total training steps over all AdaNet iterations; each iteration "
+                               "trains train_steps // boosting_iterations steps.", resumable=False)
+    save_summary_steps: int = setting(2000, help="Steps between TensorBoard summaries.", resumable=True)
+    # None (or -1 on the command line): a fresh seed, recorded in env.json. Resuming may leave it unset; a different
+    # seed is refused by the run itself (improve_nas.run).
+    tf_random_seed: int | None = setting(None, help="Root random seed; -1 or unset draws a fresh one (recorded in "
+                                         "env.json).", resumable=True, unset=-1)
+    eval_steps: int | None = setting(None, help="Test batches per evaluation; unset evaluates the whole test "
+                                     "partition.", resumable=True)
+    save_checkpoints_secs: int = setting(600, help="Seconds between checkpoints; 0 turns them off. Exactly one of "
+                                         "save_checkpoints_secs and save_checkpoints_steps must be non-zero.",
+                                         resumable=True)
+    save_checkpoints_steps: int = setting(0, help="Steps between checkpoints; 0 turns them off.", resumable=True)
+    keep_checkpoint_max: int = setting(5, help="Most recent checkpoints to keep.", resumable=True)
+    # --model_dir, else --job-dir, else $AIP_MODEL_DIR (improve_nas.trainer.trainer.resolve_model_dir).
+    model_dir: str = setting("", help="Run directory: checkpoints, iterations, report (local path or gs://).",
+                             resumable=True, flag_default=None, from_flag=False)
+    data_dir: str | None = setting(None, help="TFDS data directory for cifar10, cifar100 and tfds:NAME (local or "
+                                   "gs://).", resumable=True)
+    # The preset the run started from, for the record.
+    preset: str | None = setting(None, help="Named experiment to start from; flags override it. One of: {choices}.",
+                                 resumable=True, owner="improve_nas.presets:PRESETS", from_flag=False, bench=True)
+    distribution: str = setting(
+        "none", help="none: train on one device; mirrored: data parallel over all local GPUs (else all CPU devices), "
+        "each --batch_size batch split evenly across them (TensorFlow MirroredStrategy, JAX DataParallel); "
+        "multi_worker: over every device of every process TF_CONFIG names (Vertex AI multi-replica jobs; TensorFlow "
+        "only), only the chief writes model_dir.", resumable=True, choices=choices.DISTRIBUTIONS,
+        owner="improve_nas.adanet.distribution:DISTRIBUTIONS")
     # The members' Keras dtype policy: mixed_* compute in bfloat16/float16 with float32 variables; losses, mixture
     # weights and metrics stay float32; mixed_float16 also scales the loss. Fixed for a run (resume checks it).
-    precision: str = "float32"
-    # Images per inference call in selection and test evaluation: speed only, no result depends on it. None: 1,024 on
-    # an accelerator, 128 on a CPU; halved whenever it runs out of memory.
-    inference_batch_size: int | None = None
-    hparams: HParams = dataclasses.field(default_factory=HParams)
-    data_params: DataParams = dataclasses.field(default_factory=DataParams)
+    precision: str = setting(
+        "float32", help="Keras dtype policy of the NASNet members: float32, mixed_bfloat16 or mixed_float16 (compute "
+        "in 16 bits, float32 variables; losses, mixture weights and metrics stay float32; mixed_float16 adds dynamic "
+        "loss scaling). Cannot change when resuming.", resumable=False, bench=True, choices=choices.PRECISIONS,
+        owner="improve_nas.choices:PRECISIONS")
+    # Speed only, no result depends on it; halved whenever it runs out of memory.
+    inference_batch_size: int | None = setting(
+        None, help="Images per inference call in candidate selection and test evaluation (speed only: no result "
+        "depends on it); unset: 1024 on a GPU or TPU, 128 on a CPU. Halved whenever it runs out of memory.",
+        resumable=True)
+    hparams: HParams = setting(default_factory=HParams, help="Comma-separated name=value overrides of the "
+                               "hyperparameters, e.g. 'num_cells=18,num_conv_filters=32'.", resumable=False,
+                               from_flag=False, bench=True)
+    data_params: DataParams = setting(default_factory=DataParams, help="Comma-separated name=value overrides of the "
+                                      "input pipeline, e.g. 'augmentation=basic,cutout=True'.", resumable=False,
+                                      from_flag=False, bench=True)
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "train_steps", "save_summary_steps", "keep_checkpoint_max"):
             _check_positive(name, getattr(self, name), what="flag")
-        _check_choice("distribution", self.distribution, DISTRIBUTIONS, what="flag")
-        _check_choice("precision", self.precision, PRECISIONS, what="flag")
+        _check_choices(self, what="flag")
         if self.inference_batch_size is not None and self.inference_batch_size <= 0:
             raise UsageError(f"flag inference_batch_size={self.inference_batch_size} must be positive (omit it to "
                              "choose by device)")
@@ -274,6 +328,15 @@ def _reject_unknown(group: type, values: Mapping[str, Any], what: str) -> None:
     if unknown:
         raise UsageError(f"unknown {what} {unknown[0]!r}; {nearest(unknown[0], known)}valid names: "
                          f"{', '.join(sorted(known))}")
+
+
+def _check_choices(group, *, what: str) -> None:
+    """Checks every field of `group` declared with a choice list."""
+    for field in dataclasses.fields(group):
+        if field.metadata.get("choices"):
+            value = getattr(group, field.name)
+            _check_choice(field.name, value.lower() if field.metadata.get("ignore_case") else value,
+                          field.metadata["choices"], what=what)
 
 
 def _check_choice(name: str, value: Any, choices: tuple, *, what: str = "hparam") -> None:

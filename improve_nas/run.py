@@ -1,7 +1,8 @@
 """One training run: Config -> data -> AdaNet iterations -> report and export.
 
-This is where improve_nas's pieces meet the generic engine: the configuration becomes `EngineSettings`, the dataset
-becomes numpy partitions, the hparams become a NASNet generator and the data params an augmentation layer.
+The engine's inputs come from `improve_nas.experiment` (the configuration becomes `EngineSettings`, the dataset numpy
+partitions, the hparams a NASNet generator and the data params an augmentation layer); this module adds the run
+directory around them: resume checks, the lock, the working copy, preemption, the report and the export.
 """
 
 from __future__ import annotations
@@ -12,10 +13,11 @@ import os
 import random
 from typing import TYPE_CHECKING
 
-from improve_nas import fileio, gcs, run_checks, run_location, run_lock
+from improve_nas import fileio, gcs, run_checks, run_location, run_lock, settings
 from improve_nas.config import Config
 from improve_nas.data import ImageDataset, load_dataset, validate_dataset_spec
 from improve_nas.errors import UsageError, io_error_line
+from improve_nas.experiment import experiment, partition_arrays
 from improve_nas.report import build_report, write_report
 
 if TYPE_CHECKING:
@@ -25,10 +27,6 @@ CONFIG_JSON = "config.json"
 ENV_JSON = "env.json"
 # Vertex AI sets it (to gs://...) when a job uses a Vertex TensorBoard; the event files are copied there as well.
 TENSORBOARD_ENV = "AIP_TENSORBOARD_LOG_DIR"
-# Settings that may change between a run and its resumption: they do not change what is trained.
-RESUMABLE_CHANGES = frozenset({"model_dir", "data_dir", "preset", "save_summary_steps", "save_checkpoints_secs",
-                               "save_checkpoints_steps", "keep_checkpoint_max", "eval_steps", "tf_random_seed",
-                               "distribution", "inference_batch_size"})
 
 
 def train(config: Config, *, force_unlock: bool = False) -> dict:
@@ -73,21 +71,16 @@ def _train(config: Config, distribution, location) -> dict:
     tensorboard_target = os.environ.get(TENSORBOARD_ENV) or None
     dataset = load_dataset(config.dataset, data_dir=config.data_dir, seed=0)
     seed = distribution.chief_value(_resolve_seed(config, location))
-    arrays = _partition_arrays(dataset, config, seed=seed)
+    # The flag-dependent data checks run before Keras is imported, so bad input is refused in a second or two.
+    arrays = partition_arrays(dataset, config, seed=seed)
     # The dynamic generator trains a deeper and a wider candidate together from iteration 1 on.
     run_checks.check_run(config, image_shape=dataset.image_shape, x_train=arrays["x_train"],
                          y_train=arrays["y_train"], num_candidates=2 if config.hparams.generator == "dynamic" else 1)
-    from improve_nas.adanet.engine import Partitions  # imports Keras: only once the data is known to fit the flags
+    inputs = experiment(config, dataset, seed=seed)
 
-    data = Partitions(**arrays)
-    settings = engine_settings(config, seed=seed)
-
-    import improve_nas.models  # noqa: F401  registers NASNet with Keras: members saved earlier load on resume
     from improve_nas.adanet.run_directory import RunDirectory
     from improve_nas.environment import describe_environment
-    from improve_nas.generators import make_generator
 
-    generator = make_generator(config.hparams, iteration_steps=config.iteration_steps, dtype=config.precision)
     run_dir = RunDirectory(location.local_dir)
     copies = [run_location.TensorBoardCopy(tensorboard_target, run_dir.tensorboard_dir)] \
         if tensorboard_target and distribution.is_chief else []
@@ -126,7 +119,7 @@ def _train(config: Config, distribution, location) -> dict:
             print(f"run in {location.url} already finished ({len(finished)} iterations); nothing to do", flush=True)
         else:
             stop_if_preempted()
-            _grow(config, run_dir, dataset, data, settings, generator, guard, on_write)
+            _grow(config, run_dir, dataset, inputs, guard, on_write)
         from improve_nas.export import EXPORT_DIR, check_export, export_final_ensemble
 
         # Missing also in a finished run that was preempted between its last iteration and the export; damaged when
@@ -135,7 +128,7 @@ def _train(config: Config, distribution, location) -> dict:
         if redo:
             if os.path.isdir(run_dir.file(EXPORT_DIR)):
                 print(redo, flush=True)
-            export_final_ensemble(run_dir, preprocessing=make_augmentation(config, seed=seed),
+            export_final_ensemble(run_dir, preprocessing=inputs.make_preprocessing(seed),
                                   image_shape=dataset.image_shape)
         report = _write_report(model_dir, dataset, run_dir.summaries())
         sync()
@@ -179,8 +172,8 @@ def _closed_at_exit(location):
     return contextlib.closing(location) if isinstance(location, run_location.WorkerCopy) else contextlib.nullcontext()
 
 
-def _grow(config: Config, run_dir, dataset: ImageDataset, data, settings, generator,
-          guard: preemption.PreemptionGuard, on_write) -> None:
+def _grow(config: Config, run_dir, dataset: ImageDataset, inputs, guard: preemption.PreemptionGuard,
+          on_write) -> None:
     """Runs the engine: `on_write` after every checkpoint and finished iteration; `guard` stops `fit` early."""
     from improve_nas.adanet.engine import grow_ensemble
     from improve_nas.compilation_cache import persistent_compilation_cache
@@ -192,77 +185,12 @@ def _grow(config: Config, run_dir, dataset: ImageDataset, data, settings, genera
     with persistent_compilation_cache() as cache_dir:
         if cache_dir:
             print(f"XLA compilation cache: {cache_dir}", flush=True)
-        grow_ensemble(run_dir=run_dir, settings=settings, data=data, generator=generator,
-                      make_preprocessing=lambda layer_seed: make_augmentation(config, seed=layer_seed),
-                      make_callbacks=_training_callbacks(config, run_dir, guard, data, seed=settings.seed),
+        grow_ensemble(run_dir=run_dir, settings=inputs.settings, data=inputs.data, generator=inputs.generator,
+                      make_preprocessing=inputs.make_preprocessing,
+                      make_callbacks=_training_callbacks(config, run_dir, guard, inputs.data,
+                                                         seed=inputs.settings.seed),
                       on_iteration_end=on_iteration_end,
                       on_write=on_write)
-
-
-def engine_settings(config: Config, *, seed: int):
-    """The engine's view of a configuration."""
-    from improve_nas.adanet.engine import EngineSettings
-    from improve_nas.adanet.ensemblers import EnsemblerSpec
-    from improve_nas.adanet.iteration_model import LossSpec
-
-    hp = config.hparams
-    return EngineSettings(
-        num_iterations=hp.boosting_iterations, iteration_steps=config.iteration_steps,
-        batch_size=config.batch_size, optimizer=hp.optimizer, learning_rate=hp.initial_learning_rate,
-        schedule=hp.learning_rate_schedule, clip_norm=float(hp.clip_gradients),
-        loss=LossSpec(label_smoothing=hp.label_smoothing, distillation=hp.knowledge_distillation,
-                      aux_head_weight=hp.aux_head_weight),
-        ensembler=EnsemblerSpec(weight_type=hp.mixture_weight_type, adanet_lambda=hp.adanet_lambda,
-                                adanet_beta=hp.adanet_beta, use_bias=hp.use_mixture_bias,
-                                learn_mixture_weights=hp.learn_mixture_weights),
-        force_grow=hp.force_grow, use_evaluator=hp.use_evaluator or hp.selection == "holdout",
-        evaluator_batch_size=hp.resolved_evaluator_batch_size, evaluator_steps=hp.resolved_evaluator_steps,
-        eval_batch_size=config.batch_size, eval_steps=config.eval_steps,
-        inference_batch_size=config.inference_batch_size,
-        checkpoint_steps=config.save_checkpoints_steps, checkpoint_secs=config.save_checkpoints_secs,
-        keep_checkpoint_max=config.keep_checkpoint_max, seed=seed,
-        jit_compile=False if _backend() == "tensorflow" else "auto", distribution=config.distribution,
-        # multi_worker: from the host; device variables would be broadcast from the chief, and uint8 images cannot be
-        data_on_device=config.distribution != "multi_worker")
-
-
-def partitions(dataset: ImageDataset, config: Config, *, seed: int):
-    """Training, selection and test arrays; `selection=holdout` carves the selection split out of training."""
-    from improve_nas.adanet.engine import Partitions
-
-    return Partitions(**_partition_arrays(dataset, config, seed=seed))
-
-
-def _partition_arrays(dataset: ImageDataset, config: Config, *, seed: int) -> dict:
-    """The arrays of `partitions`, by field name, without importing Keras."""
-    x_train, y_train = dataset.x_train, dataset.y_train
-    x_select, y_select = x_train, y_train
-    if config.hparams.selection == "holdout":
-        import numpy as np
-
-        order = np.random.default_rng([seed, 7]).permutation(len(x_train))
-        cut = int(round(len(x_train) * config.hparams.holdout_fraction))
-        if cut < 1 or cut >= len(x_train):
-            raise UsageError(f"hparam holdout_fraction={config.hparams.holdout_fraction} leaves no training or no "
-                             f"holdout examples out of {len(x_train)}")
-        x_select, y_select = x_train[order[:cut]], y_train[order[:cut]]
-        x_train, y_train = x_train[order[cut:]], y_train[order[cut:]]
-    return dict(x_train=x_train, y_train=y_train, x_select=x_select, y_select=y_select,
-                x_test=dataset.x_test, y_test=dataset.y_test, num_classes=dataset.num_classes)
-
-
-def _backend() -> str:
-    import keras
-
-    return keras.backend.backend()
-
-
-def make_augmentation(config: Config, *, seed: int):
-    from improve_nas.data.augment import ImageAugmentation
-
-    params = config.data_params
-    return ImageAugmentation(augmentation=params.augmentation, cutout=params.cutout, pad=params.pad,
-                             cutout_size=params.cutout_size, seed=seed)
 
 
 def _training_callbacks(config: Config, run_dir, guard: preemption.PreemptionGuard, data, *, seed: int):
@@ -320,24 +248,12 @@ def _write_report(model_dir: str, dataset: ImageDataset, entries: list[dict]) ->
 
 def _check_same_run(stored: Config, config: Config) -> None:
     """Refuses to continue a run directory written with a different configuration."""
-    differing = sorted(_differences(stored.to_dict(), config.to_dict()) - RESUMABLE_CHANGES)
+    differing = settings.resume_conflicts(stored.to_dict(), config.to_dict())
     if config.tf_random_seed is not None and stored.tf_random_seed not in (None, config.tf_random_seed):
         differing.append("tf_random_seed")
     if differing:
         raise UsageError(f"model_dir {config.model_dir!r} holds a run with a different configuration (differing: "
                          f"{', '.join(differing)}); use a new --model_dir or the original flags")
-
-
-def _differences(old: dict, new: dict) -> set[str]:
-    """Names of the settings that differ; hparams and data_params by their own names."""
-    keys = set()
-    for key in set(old) | set(new):
-        a, b = old.get(key), new.get(key)
-        if isinstance(a, dict) and isinstance(b, dict):
-            keys |= {name for name in set(a) | set(b) if a.get(name) != b.get(name)}
-        elif a != b:
-            keys.add(key)
-    return keys
 
 
 def _resolve_seed(config: Config, location) -> int:

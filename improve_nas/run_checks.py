@@ -72,7 +72,7 @@ def check_memory(config: Config, *, image_shape: tuple[int, int, int], data_byte
     """
     if available is None:
         return
-    on_device = data_bytes if config.distribution != "multi_worker" else 0  # see run.engine_settings
+    on_device = data_bytes if config.distribution != "multi_worker" else 0  # see experiment.engine_settings
     per_image = activations_per_image(config, image_shape) * _BYTES_PER_ACTIVATION * num_candidates
     needed = on_device + config.batch_size * per_image
     if needed > available:

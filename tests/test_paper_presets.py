@@ -16,14 +16,15 @@ pytestmark = [pytest.mark.slow, pytest.mark.skipif(
 @pytest.mark.parametrize("preset,dataset,num_classes,params", [
     ("paper_cifar10", "cifar10", 10, 3_346_538), ("paper_cifar100", "cifar100", 100, 3_415_748)])
 def test_paper_preset_builds_and_trains_a_few_steps(preset, dataset, num_classes, params, tmp_path):
+    import dataclasses
+
     import tensorflow_datasets as tfds
 
     from improve_nas.adanet.engine import grow_ensemble
     from improve_nas.adanet.run_directory import RunDirectory
     from improve_nas.data import load_dataset
-    from improve_nas.generators import make_generator
+    from improve_nas.experiment import experiment
     from improve_nas.presets import resolve_config
-    from improve_nas.run import engine_settings, make_augmentation, partitions
 
     # 10 iterations of 2 steps each; the test runs the first iteration only.
     config = resolve_config(preset=preset, flags=dict(model_dir=str(tmp_path), train_steps=20, batch_size=4,
@@ -33,13 +34,11 @@ def test_paper_preset_builds_and_trains_a_few_steps(preset, dataset, num_classes
     with tfds.testing.mock_data(num_examples=8, data_dir=str(tmp_path / "tfds")):
         data = load_dataset(config.dataset, data_dir=str(tmp_path / "tfds"))
     assert data.num_classes == num_classes and data.image_shape == (32, 32, 3)
-    settings = engine_settings(config, seed=1)
-    import dataclasses
-    settings = dataclasses.replace(settings, num_iterations=1, verbose=False)
+    inputs = experiment(config, data, seed=1)
     summaries = grow_ensemble(
-        run_dir=RunDirectory(str(tmp_path / "run")), settings=settings, data=partitions(data, config, seed=1),
-        generator=make_generator(config.hparams, iteration_steps=config.iteration_steps),
-        make_preprocessing=lambda seed: make_augmentation(config, seed=seed))
+        run_dir=RunDirectory(str(tmp_path / "run")), settings=dataclasses.replace(
+            inputs.settings, num_iterations=1, verbose=False), data=inputs.data, generator=inputs.generator,
+        make_preprocessing=inputs.make_preprocessing)
     (entry,) = summaries
     assert entry["members"] == ["t0_NasNet_A_6.0_768_" + (
         "adaptive_cifar" if preset == "paper_cifar10" else "cifar")]

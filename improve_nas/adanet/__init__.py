@@ -14,6 +14,7 @@ Pieces, one module each:
 
 Strategies and ensemblers are chosen by name or passed as objects: `EngineSettings.strategy` takes a `Strategy`
 instance, `EngineSettings.ensembler` an `EnsemblerSpec` (or a subclass whose `build` returns a registered layer).
+    choices          the names of the string-selected parts above, importable without Keras
 """
 
 import importlib

@@ -33,10 +33,9 @@ from __future__ import annotations
 
 import contextlib
 
+from improve_nas.adanet.choices import DISTRIBUTIONS
 from improve_nas.adanet.cluster import Cluster, cluster_from_env
 from improve_nas.errors import UsageError
-
-DISTRIBUTIONS = ("none", "mirrored", "multi_worker")
 
 
 class Distribution:

@@ -21,9 +21,9 @@ import keras
 import numpy as np
 from keras import ops
 
+from improve_nas.adanet.choices import MIXTURE_WEIGHT_TYPES as WEIGHT_TYPES
 from improve_nas.errors import UsageError
 
-WEIGHT_TYPES = ("scalar", "vector", "matrix")
 ENSEMBLER_KINDS = ("complexity_regularized", "mean")
 
 

@@ -34,9 +34,8 @@ from collections.abc import Sequence
 import keras
 from keras import ops
 
+from improve_nas.adanet.choices import LEARNING_RATE_SCHEDULES as SCHEDULES
 from improve_nas.errors import UsageError
-
-SCHEDULES = ("constant", "cosine")
 
 
 @keras.saving.register_keras_serializable(package="improve_nas")

@@ -2,38 +2,32 @@
 
 Submit must reject a bad flag or hparam before it builds or uploads anything, so it resolves the job's flags into a
 `Config` exactly as `improve_nas.trainer.trainer` will on Vertex AI. It does not import the trainer's absl flag
-module for that: defining those flags pulls in the data package and with it TensorFlow (seconds of start-up), and
-parsing into absl's global FLAGS would clobber the caller's. `TRAIN_FLAGS` mirrors `improve_nas/trainer/flags.py`
-instead, and `tests/test_cloud.py` fails if the two drift apart.
+module for that (parsing into absl's global FLAGS would clobber the caller's): both are generated from the settings
+table (`improve_nas.settings`), so they cannot drift apart.
 """
 
 from __future__ import annotations
 
 from typing import Any, Iterable, Mapping
 
+from improve_nas import settings
 from improve_nas.config import Config
 from improve_nas.errors import UsageError
 
-# Flag name -> value type, as defined in improve_nas/trainer/flags.py (absl integer, string or boolean flags).
-TRAIN_FLAGS: dict[str, type] = {
-    "batch_size": int, "train_steps": int, "save_summary_steps": int, "hparams": str, "dataset": str,
-    "tf_random_seed": int, "eval_steps": int, "save_checkpoints_secs": int, "save_checkpoints_steps": int,
-    "data_params": str, "keep_checkpoint_max": int, "job-dir": str, "model_dir": str, "preset": str, "data_dir": str,
-    "distribution": str, "precision": str, "inference_batch_size": int, "force_unlock": bool,
-}
+# Flag name -> value type of every flag of improve_nas/trainer/flags.py (absl integer, string or boolean flags).
+TRAIN_FLAGS: dict[str, type] = settings.flag_types(Config)
 _BOOLEANS = {"true": True, "t": True, "1": True, "false": False, "f": False, "0": False}  # absl's spellings
 # The flags that become `Config` fields when given (improve_nas.trainer.flags.CONFIG_FLAGS).
-CONFIG_FLAGS = ("batch_size", "train_steps", "save_summary_steps", "dataset", "tf_random_seed", "eval_steps",
-                "save_checkpoints_secs", "save_checkpoints_steps", "keep_checkpoint_max", "data_dir",
-                "distribution", "precision", "inference_batch_size")
+CONFIG_FLAGS = settings.config_flags(Config)
 
 
-def parse_train_flags(argv: Iterable[str], *, origin: str = "train flags") -> dict[str, str]:
+def parse_train_flags(argv: Iterable[str], *, origin: str = "train flags", table: type = Config) -> dict[str, str]:
     """Parses trainer flags given as `--name=value` or `--name value` (absl syntax).
 
     Args:
       argv: the flags, e.g. `["--preset=smoke", "--dataset", "fake"]`.
       origin: where they come from, for error messages (`train flags`, or the spec's `...args` field).
+      table: the settings table the flags come from.
 
     Returns:
       Flag name -> value as written, in first-seen order; a repeated flag keeps its last value, as absl does.
@@ -41,6 +35,7 @@ def parse_train_flags(argv: Iterable[str], *, origin: str = "train flags") -> di
     Raises:
       UsageError: a positional argument, an unknown flag, a missing value, or a non-integer for an integer flag.
     """
+    types = settings.flag_types(table)
     tokens = list(argv)
     flags: dict[str, str] = {}
     index = 0
@@ -50,18 +45,18 @@ def parse_train_flags(argv: Iterable[str], *, origin: str = "train flags") -> di
         if not token.startswith("-") or token in ("-", "--"):
             raise UsageError(f"{origin}: unexpected argument {token!r}; train flags look like --name=value")
         name, separator, value = token.lstrip("-").partition("=")
-        if not separator and TRAIN_FLAGS.get(name) is bool:  # absl's --flag / --noflag
+        if not separator and types.get(name) is bool:  # absl's --flag / --noflag
             separator, value = "=", "true"
-        elif not separator and name.startswith("no") and TRAIN_FLAGS.get(name[2:]) is bool:
+        elif not separator and name.startswith("no") and types.get(name[2:]) is bool:
             name, separator, value = name[2:], "=", "false"
-        if name not in TRAIN_FLAGS:
-            raise UsageError(f"{origin}: unknown train flag --{name}; valid flags: {', '.join(sorted(TRAIN_FLAGS))}")
+        if name not in types:
+            raise UsageError(f"{origin}: unknown train flag --{name}; valid flags: {', '.join(sorted(types))}")
         if not separator:
             if index == len(tokens):
                 raise UsageError(f"{origin}: flag --{name} needs a value")
             value = tokens[index]
             index += 1
-        _typed(name, value, origin)
+        _typed(name, value, origin, types)
         flags[name] = value
     return flags
 
@@ -95,10 +90,8 @@ def resolve_train_config(flags: Mapping[str, str], *, model_dir: str) -> Config:
     """
     from improve_nas.presets import resolve_config
 
-    typed = {name: _typed(name, value, "train flags") for name, value in flags.items()}
-    explicit: dict[str, Any] = {name: typed[name] for name in CONFIG_FLAGS if name in typed}
-    if explicit.get("tf_random_seed") == -1:  # the original's sentinel for "no seed"
-        explicit["tf_random_seed"] = None
+    typed = {name: _typed(name, value, "train flags", TRAIN_FLAGS) for name, value in flags.items()}
+    explicit: dict[str, Any] = settings.explicit_settings(typed, Config)
     config = resolve_config(preset=typed.get("preset"), flags=dict(explicit, model_dir=model_dir),
                             hparams=typed.get("hparams", ""), data_params=typed.get("data_params", ""))
     if not config.dataset:
@@ -110,12 +103,12 @@ def resolve_train_config(flags: Mapping[str, str], *, model_dir: str) -> Config:
     return config
 
 
-def _typed(name: str, value: str, origin: str) -> Any:
-    if TRAIN_FLAGS[name] is bool:
+def _typed(name: str, value: str, origin: str, types: Mapping[str, type]) -> Any:
+    if types[name] is bool:
         if value.lower() not in _BOOLEANS:
             raise UsageError(f"{origin}: flag --{name}={value!r} is not true or false")
         return _BOOLEANS[value.lower()]
-    if TRAIN_FLAGS[name] is int:
+    if types[name] is int:
         try:
             return int(value)
         except ValueError:

@@ -21,9 +21,8 @@ import numbers
 import keras
 from keras import ops
 
+from improve_nas.choices import AUGMENTATIONS as AUGMENTATION_CHOICES
 from improve_nas.errors import UsageError
-
-AUGMENTATION_CHOICES = ("basic", "none")
 
 
 @keras.saving.register_keras_serializable(package="improve_nas")
