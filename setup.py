@@ -20,7 +20,8 @@ setup(
     packages=find_packages(include=["improve_nas", "improve_nas.*"]),
     install_requires=REQUIREMENTS,
     extras_require={
-        "test": ["pytest>=7.4,<10", "jax[cpu]>=0.4.30,<0.13", "gcp-storage-emulator>=2026.7.19,<2027"],
+        "test": ["pytest>=7.4,<10", "jax[cpu]>=0.4.30,<0.13", "gcp-storage-emulator>=2026.7.19,<2027",
+                 "ruff>=0.6,<1"],
     },
     entry_points={"console_scripts": ["improve-nas=improve_nas.cli:main"]},
 )

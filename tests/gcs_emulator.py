@@ -1,6 +1,6 @@
 """A real Google Cloud Storage emulator for tests: gcp-storage-emulator, in memory, on 127.0.0.1.
 
-    from gcs_emulator import gcs_emulator  # noqa: F401  (the fixture)
+A pytest plugin (conftest.py registers it), so a test takes the fixture by name:
 
     def test_something(gcs_emulator):
         gcs.upload_bytes(b"x", f"gs://{gcs_emulator.bucket}/a")

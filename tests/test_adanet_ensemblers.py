@@ -9,8 +9,19 @@ import numpy as np
 import pytest
 
 from improve_nas.adanet import (
-    AllStrategy, Builder, ComplexityRegularizedEnsembler, EnsembleRecord, EnsemblerSpec, GrowStrategy,
-    MeanEnsembler, MemberRecord, SoloStrategy, make_strategy, restore_ensembler, serialize_ensembler)
+    AllStrategy,
+    Builder,
+    ComplexityRegularizedEnsembler,
+    EnsembleRecord,
+    EnsemblerSpec,
+    GrowStrategy,
+    MeanEnsembler,
+    MemberRecord,
+    SoloStrategy,
+    make_strategy,
+    restore_ensembler,
+    serialize_ensembler,
+)
 from improve_nas.errors import UsageError
 
 pytestmark = pytest.mark.multibackend

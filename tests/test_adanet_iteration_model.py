@@ -7,8 +7,19 @@ import numpy as np
 import pytest
 
 from improve_nas.adanet import (
-    Builder, ComplexityRegularizedEnsembler, EnsembleRecord, EnsemblerSpec, FrozenEnsemble, IterationModel,
-    LossSpec, MemberRecord, evaluate_adanet_losses, make_optimizer, select_candidate, serialize_ensembler)
+    Builder,
+    ComplexityRegularizedEnsembler,
+    EnsembleRecord,
+    EnsemblerSpec,
+    FrozenEnsemble,
+    IterationModel,
+    LossSpec,
+    MemberRecord,
+    evaluate_adanet_losses,
+    make_optimizer,
+    select_candidate,
+    serialize_ensembler,
+)
 from improve_nas.adanet.inference import BatchedPredictor
 from improve_nas.adanet.losses import softmax_cross_entropy
 

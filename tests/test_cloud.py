@@ -13,11 +13,9 @@ import textwrap
 
 import pytest
 import yaml
-from gcs_emulator import gcs_emulator  # noqa: F401  (fixture)
 
 from improve_nas import cli, gcs
-from improve_nas.cloud import SubmitRequest, load_job_spec, plan_job, submit, vertex
-from improve_nas.cloud import machines, package, train_flags
+from improve_nas.cloud import SubmitRequest, load_job_spec, machines, package, plan_job, submit, train_flags, vertex
 from improve_nas.errors import UsageError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -6,10 +6,10 @@ import logging
 
 import keras
 import pytest
+from test_engine import grow
 
 from improve_nas.adanet import LossSpec
 from improve_nas.compilation_cache import persistent_compilation_cache
-from test_engine import grow
 
 pytestmark = pytest.mark.multibackend
 

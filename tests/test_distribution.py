@@ -121,8 +121,8 @@ def _child(out_dir: str) -> None:
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * DEVICES)
     import keras
-
     import test_engine as toy
+
     from improve_nas.adanet import EnsemblerSpec, LossSpec
     from improve_nas.adanet.distribution import make_distribution
     from improve_nas.adanet.engine import grow_ensemble, load_final_ensemble

@@ -3,7 +3,6 @@
 import os
 
 import pytest
-from gcs_emulator import gcs_emulator  # noqa: F401  (fixture)
 
 from improve_nas import gcs
 from improve_nas.errors import UsageError

@@ -10,11 +10,11 @@ import sys
 import keras
 import numpy as np
 import pytest
+from tiny_nasnet import images, numpy, tiny
 
 from improve_nas.models import NASNet
 from improve_nas.models.aux_head import AuxHead
 from improve_nas.models.layers import BlockSettings
-from tiny_nasnet import images, numpy, tiny
 
 pytestmark = pytest.mark.multibackend
 

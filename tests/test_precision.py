@@ -11,8 +11,7 @@ import pytest
 from improve_nas.adanet import EnsemblerSpec, LossSpec, checkpoints
 from improve_nas.adanet.engine import EngineSettings, Partitions, grow_ensemble
 from improve_nas.adanet.losses import subnetwork_loss_terms
-from improve_nas.adanet.optimizers import (
-    LossScaleOptimizer, inner_optimizer, make_optimizer, needs_loss_scaling)
+from improve_nas.adanet.optimizers import LossScaleOptimizer, inner_optimizer, make_optimizer, needs_loss_scaling
 from improve_nas.adanet.run_directory import RunDirectory
 from improve_nas.config import Config, HParams
 from improve_nas.errors import UsageError

@@ -19,7 +19,6 @@ import time
 import keras
 import numpy as np
 import pytest
-from gcs_emulator import gcs_emulator  # noqa: F401  (fixture)
 
 from improve_nas import gcs, preemption
 from improve_nas.adanet import Builder, Generator, LossSpec, checkpoints

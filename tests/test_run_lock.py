@@ -9,7 +9,6 @@ import threading
 import time
 
 import pytest
-from gcs_emulator import gcs_emulator  # noqa: F401  (fixture)
 
 from improve_nas import gcs, run_location, run_lock
 from improve_nas.errors import UsageError

@@ -32,10 +32,14 @@ so a run may resume under another distribution or device count. The run (`run.py
 from __future__ import annotations
 
 import contextlib
+from typing import TYPE_CHECKING
 
 from improve_nas.adanet.choices import DISTRIBUTIONS
 from improve_nas.adanet.cluster import Cluster, cluster_from_env
 from improve_nas.errors import UsageError
+
+if TYPE_CHECKING:
+    import keras
 
 
 class Distribution:

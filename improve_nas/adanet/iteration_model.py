@@ -49,7 +49,13 @@ from improve_nas.adanet.losses import Distillation, LossSpec
 from improve_nas.adanet.step_value import StepValue
 from improve_nas.adanet.strategies import GrowStrategy, Strategy
 from improve_nas.adanet.subnetwork import (
-    Builder, EnsembleRecord, MemberRecord, float32_outputs, member_name, validate_unique_names)
+    Builder,
+    EnsembleRecord,
+    MemberRecord,
+    float32_outputs,
+    member_name,
+    validate_unique_names,
+)
 
 __all__ = ["FrozenEnsemble", "IterationModel", "LossSpec"]
 

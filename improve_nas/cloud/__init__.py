@@ -13,7 +13,7 @@ Run-directory storage on gs:// lives in `improve_nas.gcs`.
 from __future__ import annotations
 
 from improve_nas.cloud.spec import TRAINER_MODULE, load_job_spec, validate_job_spec
-from improve_nas.cloud.submit import JobPlan, SubmitRequest, Submission, plan_job, render_dry_run, submit
+from improve_nas.cloud.submit import JobPlan, Submission, SubmitRequest, plan_job, render_dry_run, submit
 
 __all__ = ["TRAINER_MODULE", "JobPlan", "SubmitRequest", "Submission", "load_job_spec", "plan_job",
            "render_dry_run", "submit", "validate_job_spec"]
