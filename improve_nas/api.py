@@ -94,8 +94,9 @@ def grow(build_fn: Callable[[int, tuple], Any], x_train, y_train, x_test, y_test
         steps_per_iteration = max(1, math.ceil(DEFAULT_EPOCHS * len(x_train) / batch_size))
     if steps_per_iteration < 1:
         raise UsageError(f"steps_per_iteration={steps_per_iteration} must be positive")
-    from improve_nas import fileio, run_checks
+    from improve_nas import run_checks
     from improve_nas.config import Config, DataParams, HParams
+    from improve_nas.storage import fileio
 
     fileio.check_local(model_dir)
     seed = int(extras.get("seed", 0))
@@ -109,7 +110,8 @@ def grow(build_fn: Callable[[int, tuple], Any], x_train, y_train, x_test, y_test
     run_checks.check_classes(y_train)
     run_checks.check_batch_size(batch_size, len(y_train))
 
-    from improve_nas import keras_members, run_lock
+    from improve_nas import keras_members
+    from improve_nas.storage import run_lock
 
     keras_members.check_member(build_fn, num_classes=num_classes, sample=x_train[:8])
     os.makedirs(model_dir, exist_ok=True)
@@ -120,12 +122,13 @@ def grow(build_fn: Callable[[int, tuple], Any], x_train, y_train, x_test, y_test
 def _grow(build_fn, config, extras: dict, record: dict, num_classes: int, arrays) -> GrowResult:
     import keras
 
-    from improve_nas import experiment, fileio, keras_members
-    from improve_nas.adanet.engine import grow_ensemble
-    from improve_nas.adanet.run_directory import RunDirectory
+    from improve_nas import experiment, keras_members
+    from improve_nas.adanet.runtime.engine import grow_ensemble
+    from improve_nas.adanet.runtime.run_directory import RunDirectory
     from improve_nas.data import ImageDataset, Rescale
     from improve_nas.export import check_export, export_final_ensemble
     from improve_nas.report import build_report, write_report
+    from improve_nas.storage import fileio
 
     x_train, y_train, x_test, y_test = arrays
     dataset = ImageDataset(name=config.dataset, num_classes=num_classes, image_shape=x_train.shape[1:],

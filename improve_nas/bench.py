@@ -245,8 +245,8 @@ class TraceCountingAugmentation(ImageAugmentation):
 def _run_engine(inputs) -> list[StepTimer]:
     """Grows the ensemble of `inputs` (an `experiment.Experiment`) in a temporary run directory; one timer per
     iteration."""
-    from improve_nas.adanet.engine import grow_ensemble
-    from improve_nas.adanet.run_directory import RunDirectory
+    from improve_nas.adanet.runtime.engine import grow_ensemble
+    from improve_nas.adanet.runtime.run_directory import RunDirectory
 
     timers: list[StepTimer] = []
 
@@ -279,17 +279,17 @@ class _SingleNASNet(keras.Model):
 
 def _run_baseline(inputs) -> StepTimer:
     """Plain `fit` of one NASNet on iteration 0's batches, timed like the engine; its memory is released after."""
-    from improve_nas.adanet.memory import released_after
+    from improve_nas.adanet.runtime.memory import released_after
 
     with released_after():  # as after an engine iteration: the traced step must not outlive the baseline
         return _fit_baseline(inputs)
 
 
 def _fit_baseline(inputs) -> StepTimer:
-    from improve_nas.adanet.batches import train_batches
-    from improve_nas.adanet.engine import derive_seed
     from improve_nas.adanet.losses import softmax_cross_entropy
     from improve_nas.adanet.optimizers import make_optimizer, needs_loss_scaling
+    from improve_nas.adanet.runtime.batches import train_batches
+    from improve_nas.adanet.runtime.engine import derive_seed
 
     settings, data = inputs.settings, inputs.data
     seed = derive_seed(settings.seed, 0)

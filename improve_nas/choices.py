@@ -13,7 +13,7 @@ from improve_nas.adanet.choices import (
     OPTIMIZERS,
 )
 
-GENERATORS = ("simple", "dynamic")  # improve_nas.generators.GENERATORS
+GENERATORS = ("simple", "dynamic")  # improve_nas.search.generators.GENERATORS
 AUGMENTATIONS = ("basic", "none")  # improve_nas.data.augment.ImageAugmentation
 DATA_FORMATS = ("NHWC", "NCHW")  # improve_nas.models.nasnet.DATA_FORMATS
 SELECTIONS = ("train", "holdout")  # improve_nas.experiment.partitions

@@ -55,7 +55,7 @@ def _summary(argv: list[str]) -> int:
     parser.add_argument("--format", choices=("text", "json"), default="text")
     args = parser.parse_args(argv)
     from improve_nas.presets import resolve_config
-    from improve_nas.subnetworks import describe, format_description
+    from improve_nas.search.builders import describe, format_description
 
     hparams = resolve_config(preset=args.preset, hparams=args.hparams).hparams
     description = describe(hparams, num_classes=args.num_classes, image_shape=_parse_shape(args.image_shape))

@@ -2,19 +2,19 @@
 
 Three groups, each a frozen dataclass whose fields carry the original names, types and defaults:
 
-- `HParams`: the model and search hyperparameters of the 2019 `--hparams` flag (SPEC_ORIGINAL §2.1), plus a few
+- `HParams`: the model and search hyperparameters of the 2019 `--hparams` flag (docs/original_code.md §2.1), plus a few
   clearly marked extensions of this project.
 - `DataParams`: the `--data_params` flag, which the original ignored and this project applies.
-- `Config`: the run-level flags of the original trainer (SPEC_ORIGINAL §1.1) holding the two groups above.
+- `Config`: the run-level flags of the original trainer (docs/original_code.md §1.1) holding the two groups above.
 
 `Config` is also the settings table: each of its fields is declared with `setting(...)`, whose metadata (help, flag
 name, whether it may change on resume, choices and the module that owns them, whether `bench` takes it too) is all
 that `improve_nas.settings` needs to generate the trainer's flags, `submit`'s flag check, the bench flags and the
 resume rule. Choice lists come from `improve_nas.choices`, so this module imports no Keras.
 
-Parsing follows `tf.contrib.training.HParams.parse` (SPEC_ORIGINAL §1.2): values are typed by the default's type,
-bools accept true/false (any case) or an integer, and an unknown or repeated name is an error. Every violation raises
-`UsageError` with a one-line message naming the bad key or value and the valid choices.
+Parsing follows `tf.contrib.training.HParams.parse` (docs/original_code.md §1.2): values are typed by the default's
+type, bools accept true/false (any case) or an integer, and an unknown or repeated name is an error. Every violation
+raises `UsageError` with a one-line message naming the bad key or value and the valid choices.
 """
 
 from __future__ import annotations
@@ -61,14 +61,14 @@ def choice(default: str, choices: tuple, *, owner: str, ignore_case: bool = Fals
 
 @dataclasses.dataclass(frozen=True)
 class HParams:
-    """Model and search hyperparameters; names, types and defaults of the original (SPEC_ORIGINAL §2.1)."""
+    """Model and search hyperparameters; names, types and defaults of the original (docs/original_code.md §2.1)."""
 
     num_cells: int = 3  # total normal cells; a multiple of 3. NASNet-A 6@768 is num_cells=18, num_conv_filters=32
     num_conv_filters: int = 10  # base filter count F; the penultimate width is 24·F
     aux_head_weight: float = 0.4  # weight of the aux-head loss when use_aux_head (dead in the original)
     stem_multiplier: float = 3.0  # the stem conv has int(F·stem_multiplier) filters
     drop_path_keep_prob: float = 0.6  # keep probability of the deepest cell at the end of each iteration
-    use_aux_head: bool = True  # build the aux head and add its loss (DESIGN §5)
+    use_aux_head: bool = True  # build the aux head and add its loss (docs/design.md §5)
     dense_dropout_keep_prob: float = 1.0  # dropout keep probability before the logits layer
     filter_scaling_rate: float = 2.0  # filter multiplier at each reduction cell
     num_reduction_layers: int = 2
@@ -88,7 +88,7 @@ class HParams:
     model_version: str = "cifar"  # a name suffix only
     adanet_lambda: float = 0.0
     adanet_beta: float = 0.0
-    generator: str = choice("simple", choices.GENERATORS, owner="improve_nas.generators:GENERATORS")
+    generator: str = choice("simple", choices.GENERATORS, owner="improve_nas.search.generators:GENERATORS")
     boosting_iterations: int = 3
     force_grow: bool = True
     evaluator_batch_size: int = -1  # -1: --batch_size
@@ -159,7 +159,7 @@ class DataParams:
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-    """Everything one run needs; flags of the original trainer (SPEC_ORIGINAL §1.1) plus this project's."""
+    """Everything one run needs; flags of the original trainer (docs/original_code.md §1.1) plus this project's."""
 
     dataset: str = setting("", help="One of: {choices}.", resumable=False,
                            owner="improve_nas.data.registry:DATASET_CHOICES", bench=True)
@@ -193,7 +193,7 @@ class Config:
         "each --batch_size batch split evenly across them (TensorFlow MirroredStrategy, JAX DataParallel); "
         "multi_worker: over every device of every process TF_CONFIG names (Vertex AI multi-replica jobs; TensorFlow "
         "only), only the chief writes model_dir.", resumable=True, choices=choices.DISTRIBUTIONS,
-        owner="improve_nas.adanet.distribution:DISTRIBUTIONS")
+        owner="improve_nas.adanet.runtime.distribution:DISTRIBUTIONS")
     # The members' Keras dtype policy: mixed_* compute in bfloat16/float16 with float32 variables; losses, mixture
     # weights and metrics stay float32; mixed_float16 also scales the loss. Fixed for a run (resume checks it).
     precision: str = setting(
@@ -241,7 +241,7 @@ class Config:
         """Steps of every AdaNet iteration: int(train_steps / boosting_iterations).
 
         Leftover steps (train_steps % boosting_iterations) are not trained: the original spent them on an extra,
-        barely trained member that joined the ensemble (SPEC_ORIGINAL §2.2); this project drops them.
+        barely trained member that joined the ensemble (docs/original_code.md §2.2); this project drops them.
         """
         return self.train_steps // self.hparams.boosting_iterations
 

@@ -38,7 +38,7 @@ def experiment(config: Config, dataset: ImageDataset, *, seed: int, augmentation
       UsageError: `selection=holdout` leaves no training or no selection examples.
     """
     import improve_nas.models  # noqa: F401  registers NASNet with Keras: members saved earlier load on resume
-    from improve_nas.generators import make_generator
+    from improve_nas.search.generators import make_generator
 
     data = partitions(dataset, config, seed=seed)
     generator = make_generator(config.hparams, iteration_steps=config.iteration_steps, dtype=config.precision)
@@ -49,9 +49,9 @@ def experiment(config: Config, dataset: ImageDataset, *, seed: int, augmentation
 
 def engine_settings(config: Config, *, seed: int):
     """The engine's view of a configuration."""
-    from improve_nas.adanet.engine import EngineSettings
     from improve_nas.adanet.ensemblers import EnsemblerSpec
     from improve_nas.adanet.iteration_model import LossSpec
+    from improve_nas.adanet.runtime.engine import EngineSettings
 
     hp = config.hparams
     return EngineSettings(
@@ -76,7 +76,7 @@ def engine_settings(config: Config, *, seed: int):
 
 def partitions(dataset: ImageDataset, config: Config, *, seed: int):
     """Training, selection and test arrays; `selection=holdout` carves the selection split out of training."""
-    from improve_nas.adanet.engine import Partitions
+    from improve_nas.adanet.runtime.engine import Partitions
 
     return Partitions(**partition_arrays(dataset, config, seed=seed))
 

@@ -13,11 +13,11 @@ import shutil
 
 import keras
 
-from improve_nas import integrity
-from improve_nas.adanet.engine import load_final_ensemble
 from improve_nas.adanet.ensemble_model import EnsembleModel
-from improve_nas.adanet.run_directory import RunDirectory
+from improve_nas.adanet.runtime.engine import load_final_ensemble
+from improve_nas.adanet.runtime.run_directory import RunDirectory
 from improve_nas.serving import IMAGE_DTYPE, ServingModel, expected_images
+from improve_nas.storage import integrity
 
 EXPORT_DIR = "export"
 KERAS_FILE = "ensemble.keras"

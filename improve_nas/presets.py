@@ -27,8 +27,8 @@ class Preset:
 
 PRESETS: dict[str, Preset] = {}
 
-# The paper's effective NASNet-A 6@768 recipe (SPEC_ORIGINAL §8, issue #56 of tensorflow/adanet): no aux head, no
-# drop path (the original's was a no-op), label smoothing 0.1, cosine lr 0.025 restarting every iteration, clip 5,
+# The paper's effective NASNet-A 6@768 recipe (docs/original_code.md §8, issue #56 of tensorflow/adanet): no aux head,
+# no drop path (the original's was a no-op), label smoothing 0.1, cosine lr 0.025 restarting every iteration, clip 5,
 # weight decay 5e-4, 10 iterations of 1M steps at batch 32, force_grow.
 _PAPER_HPARAMS = dict(
     num_cells=18, num_conv_filters=32, use_aux_head=False, drop_path_keep_prob=1.0, label_smoothing=0.1,

@@ -13,15 +13,15 @@ import os
 import sys
 from typing import Any, Iterable
 
-from improve_nas import fileio, integrity
 from improve_nas.errors import UsageError
+from improve_nas.storage import fileio, integrity
 
 REPORT_JSON = "report.json"
 REPORT_MD = "report.md"
 
 
 def build_report(*, dataset: str, num_classes: int, iterations: Iterable[dict[str, Any]]) -> dict[str, Any]:
-    """The DESIGN §4 report: run facts, one entry per finished iteration, and the final ensemble's metrics."""
+    """The docs/design.md §4 report: run facts, one entry per finished iteration, and the final ensemble's metrics."""
     entries = sorted(iterations, key=lambda entry: entry["iteration"])
     final = None
     if entries:
@@ -43,7 +43,7 @@ def load_report(model_dir: str) -> dict[str, Any]:
     directory has its finished iterations checked whole); `report.json` is used as it is when it agrees with them, and
     rebuilt (and, locally, rewritten) when it is missing, damaged or stale, with one line on stderr saying so.
     """
-    from improve_nas import run_location
+    from improve_nas.storage import run_location
 
     location = run_location.open_location(model_dir)
     local = location.local_dir == location.url

@@ -13,12 +13,13 @@ import os
 import random
 from typing import TYPE_CHECKING
 
-from improve_nas import fileio, gcs, run_checks, run_location, run_lock, settings
+from improve_nas import run_checks, settings
 from improve_nas.config import Config
 from improve_nas.data import ImageDataset, load_dataset, validate_dataset_spec
 from improve_nas.errors import UsageError, io_error_line
 from improve_nas.experiment import experiment, partition_arrays
 from improve_nas.report import build_report, write_report
+from improve_nas.storage import fileio, gcs, run_location, run_lock
 
 if TYPE_CHECKING:
     from improve_nas import preemption
@@ -40,7 +41,7 @@ def train(config: Config, *, force_unlock: bool = False) -> dict:
     writer holds `model_dir`'s lock (`run_lock`) for the whole run; `force_unlock` takes it from whoever holds it.
 
     Returns:
-      The run's report (DESIGN §4).
+      The run's report (docs/design.md §4).
 
     Raises:
       UsageError: bad input, or another process holds the lock of `model_dir`; nothing was written.
@@ -78,7 +79,7 @@ def _train(config: Config, distribution, location) -> dict:
                          y_train=arrays["y_train"], num_candidates=2 if config.hparams.generator == "dynamic" else 1)
     inputs = experiment(config, dataset, seed=seed)
 
-    from improve_nas.adanet.run_directory import RunDirectory
+    from improve_nas.adanet.runtime.run_directory import RunDirectory
     from improve_nas.environment import describe_environment
 
     run_dir = RunDirectory(location.local_dir)
@@ -143,7 +144,7 @@ def _process_distribution(config: Config):
     (the engine later gets the same one); the other distributions are made by the engine, and only their one-process
     hooks are needed here. TF_CONFIG is checked against the flag without importing Keras, so a mismatch fails fast.
     """
-    from improve_nas.adanet.distribution import Distribution, check_cluster, make_distribution
+    from improve_nas.adanet.runtime.distribution import Distribution, check_cluster, make_distribution
 
     cluster = check_cluster(config.distribution)
     if config.distribution != "multi_worker":
@@ -175,7 +176,7 @@ def _closed_at_exit(location):
 def _grow(config: Config, run_dir, dataset: ImageDataset, inputs, guard: preemption.PreemptionGuard,
           on_write) -> None:
     """Runs the engine: `on_write` after every checkpoint and finished iteration; `guard` stops `fit` early."""
-    from improve_nas.adanet.engine import grow_ensemble
+    from improve_nas.adanet.runtime.engine import grow_ensemble
     from improve_nas.compilation_cache import persistent_compilation_cache
 
     def on_iteration_end(summary: dict) -> None:
@@ -196,8 +197,8 @@ def _grow(config: Config, run_dir, dataset: ImageDataset, inputs, guard: preempt
 def _training_callbacks(config: Config, run_dir, guard: preemption.PreemptionGuard, data, *, seed: int):
     """Callbacks for each iteration's training: the preemption stop, and TensorBoard summaries where TF exists."""
     from improve_nas import summaries as tensorboard_summaries
-    from improve_nas.adanet.batches import EpochPermutations
-    from improve_nas.adanet.engine import derive_seed
+    from improve_nas.adanet.runtime.batches import EpochPermutations
+    from improve_nas.adanet.runtime.engine import derive_seed
 
     summaries = tensorboard_summaries.available()
     if not summaries:
@@ -232,7 +233,7 @@ def _on_iteration_end(run_dir, dataset: ImageDataset, summary: dict) -> None:
 
 def _resume_point(location, run_dir) -> str:
     """Where the same command will continue: the first unfinished iteration, at its newest checkpoint."""
-    from improve_nas.adanet import checkpoints
+    from improve_nas.adanet.runtime import checkpoints
 
     iteration = len(run_dir.finished_iterations())
     saved = checkpoints.steps(run_dir.checkpoint_dir(iteration))
@@ -267,7 +268,7 @@ def _resolve_seed(config: Config, location) -> int:
 
 def _read_stored(location, name: str, parse, *, way_out: str):
     """`parse` of file `name` of the run directory, None when there is none; a damaged one is one line."""
-    from improve_nas.integrity import DamagedRunError
+    from improve_nas.storage.integrity import DamagedRunError
 
     path = f"{location.url.rstrip('/')}/{name}"
     try:

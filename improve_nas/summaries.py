@@ -11,7 +11,7 @@ Training values are written every `--save_summary_steps` steps, each the value o
 the curves do not depend on the checkpoint period. The subnetwork terms and, when training computes the ensembles
 (learned mixture weights, or selection by the EMA of the AdaNet loss), the ensemble terms come from the training step
 itself; otherwise the ensemble terms are computed at the summary step, on the same batch in inference mode, so that
-the frozen members stay out of the training step (DESIGN §2).
+the frozen members stay out of the training step (docs/design.md §2).
 
 Event files are written with `tf.summary`; where TensorFlow or TensorBoard is not installed (e.g. a JAX-only GPU box)
 summaries are skipped with one notice, and training is unaffected. (Not named `tensorboard.py`: run from inside

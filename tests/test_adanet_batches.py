@@ -4,7 +4,7 @@ import itertools
 
 import numpy as np
 
-from improve_nas.adanet.batches import train_batches, train_rows
+from improve_nas.adanet.runtime.batches import train_batches, train_rows
 
 N = 10
 IMAGES = np.arange(N)[:, None] * np.ones((1, 3), dtype=np.int64)  # row i holds i

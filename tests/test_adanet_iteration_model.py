@@ -20,8 +20,8 @@ from improve_nas.adanet import (
     select_candidate,
     serialize_ensembler,
 )
-from improve_nas.adanet.inference import BatchedPredictor
 from improve_nas.adanet.losses import softmax_cross_entropy
+from improve_nas.adanet.runtime.inference import BatchedPredictor
 
 pytestmark = pytest.mark.multibackend
 

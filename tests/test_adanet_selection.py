@@ -1,4 +1,4 @@
-"""Candidate selection rules (SPEC §6.7) and the zero-debiased EMA they may read."""
+"""Candidate selection rules (docs/original_code.md §6.7) and the zero-debiased EMA they may read."""
 
 from __future__ import annotations
 

@@ -14,9 +14,10 @@ import textwrap
 import pytest
 import yaml
 
-from improve_nas import cli, gcs
+from improve_nas import cli
 from improve_nas.cloud import SubmitRequest, load_job_spec, machines, package, plan_job, submit, train_flags, vertex
 from improve_nas.errors import UsageError
+from improve_nas.storage import gcs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(ROOT, "config.yaml")

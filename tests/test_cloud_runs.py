@@ -14,9 +14,10 @@ import tempfile
 import pytest
 from gcs_emulator import running_emulator
 
-from improve_nas import gcs, run, run_location
+from improve_nas import run
 from improve_nas.errors import UsageError
 from improve_nas.presets import resolve_config
+from improve_nas.storage import gcs, run_location
 
 pytestmark = pytest.mark.slow
 

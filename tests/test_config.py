@@ -8,7 +8,7 @@ from improve_nas.config import Config, DataParams, HParams, parse_overrides
 from improve_nas.errors import UsageError
 from improve_nas.presets import PRESETS, resolve_config
 
-# The --hparams string of the original README's reproduction command (SPEC_ORIGINAL §8.2), verbatim.
+# The --hparams string of the original README's reproduction command (docs/original_code.md §8.2), verbatim.
 README_HPARAMS = (
     "adanet_beta=0.0,adanet_lambda=0.0,boosting_iterations=10,force_grow=True,knowledge_distillation=none,"
     "generator=simple,learn_mixture_weights=False,initial_learning_rate=0.025,learning_rate_schedule=cosine,"
@@ -17,7 +17,7 @@ README_HPARAMS = (
     "num_reduction_layers=2,optimizer=momentum,skip_reduction_layer_input=0,stem_multiplier=3.0,use_aux_head=False,"
     "weight_decay=0.0005")
 
-# Every hparam of SPEC_ORIGINAL §2.1 (batch_size aside: it mirrors --batch_size) with its default and a non-default
+# Every hparam of docs/original_code.md §2.1 (batch_size aside: it mirrors --batch_size) with its default and a non-default
 # value written as a legacy string.
 ORIGINAL_HPARAMS = {
     "num_cells": (3, "18", 18), "num_conv_filters": (10, "32", 32), "aux_head_weight": (0.4, "0.5", 0.5),

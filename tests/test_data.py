@@ -1,4 +1,4 @@
-"""Data providers, `--dataset` specs and the tf.data stream (TensorFlow backend only)."""
+"""Data providers and `--dataset` specs (TensorFlow backend only)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,6 @@ from improve_nas.data import (
     DataUnavailableError,
     ImageDataset,
     load_dataset,
-    make_stream,
     validate_dataset_spec,
 )
 from improve_nas.errors import UsageError
@@ -251,52 +250,3 @@ def test_validation_and_import_need_neither_tensorflow_nor_data(tmp_path):
     result = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True,
                             text=True, timeout=120, check=True)
     assert json.loads(result.stdout.strip().splitlines()[-1]) == []
-
-
-# --- make_stream -----------------------------------------------------------------------------
-
-def _arrays(count=10):
-    images = np.arange(count, dtype=np.uint8)[:, None, None, None] * np.ones((1, 2, 2, 1), np.uint8)
-    return images, np.arange(count, dtype=np.int32)
-
-
-def test_eval_stream_is_one_ordered_pass_keeping_the_partial_batch():
-    images, labels = _arrays(10)
-    batches = list(make_stream(images, labels, batch_size=4, training=False).as_numpy_iterator())
-    assert [len(y) for _, y in batches] == [4, 4, 2]
-    assert np.concatenate([y for _, y in batches]).tolist() == list(range(10))
-    x, y = batches[0]
-    assert x.dtype == np.uint8 and x.shape == (4, 2, 2, 1) and y.dtype == np.int32
-    np.testing.assert_array_equal(x[:, 0, 0, 0], y)  # images stay with their labels
-
-
-def test_training_stream_shuffles_every_epoch_and_repeats_forever():
-    images, labels = _arrays(12)
-    stream = make_stream(images, labels, batch_size=4, training=True, seed=1)
-    assert stream.element_spec[0].shape.as_list() == [4, 2, 2, 1]  # static batch size
-    batches = list(stream.take(9).as_numpy_iterator())
-    epochs = [np.concatenate([y for _, y in batches[i:i + 3]]) for i in (0, 3, 6)]
-    for epoch in epochs:
-        assert sorted(epoch.tolist()) == list(range(12))
-    assert epochs[0].tolist() != list(range(12)) and epochs[0].tolist() != epochs[1].tolist()
-    for x, y in batches:
-        np.testing.assert_array_equal(x[:, 0, 0, 0], y)
-    again = list(make_stream(images, labels, batch_size=4, training=True, seed=1)
-                 .take(9).as_numpy_iterator())
-    assert all(np.array_equal(a[1], b[1]) for a, b in zip(batches, again))
-
-
-def test_training_stream_with_buffer_one_keeps_order_and_wraps_around():
-    images, labels = _arrays(10)
-    stream = make_stream(images, labels, batch_size=4, training=True, shuffle_buffer=1)
-    batches = [y.tolist() for _, y in stream.take(3).as_numpy_iterator()]
-    assert batches == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 0, 1]]
-
-
-@pytest.mark.parametrize("kwargs, needle", [
-    ({"batch_size": 0}, "batch_size must be >= 1, got 0"),
-    ({"batch_size": 2, "shuffle_buffer": 0}, "shuffle_buffer"),
-])
-def test_stream_rejects_bad_sizes(kwargs, needle):
-    with pytest.raises(UsageError, match=needle):
-        make_stream(*_arrays(4), training=True, **kwargs)

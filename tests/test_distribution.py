@@ -93,7 +93,7 @@ def test_resume_under_mirrored_continues_the_same_run(runs):
 
 
 def test_an_unknown_distribution_is_a_one_line_usage_error():
-    from improve_nas.adanet.distribution import make_distribution
+    from improve_nas.adanet.runtime.distribution import make_distribution
     from improve_nas.config import Config
     from improve_nas.errors import UsageError
 
@@ -105,7 +105,7 @@ def test_an_unknown_distribution_is_a_one_line_usage_error():
 
 
 def test_a_batch_the_devices_cannot_split_evenly_is_a_usage_error(runs):
-    from improve_nas.adanet.distribution import make_distribution
+    from improve_nas.adanet.runtime.distribution import make_distribution
 
     _, results = runs
     assert f"batch_size={DEVICES + 1} must be a multiple of the {DEVICES} devices" in results["odd_batch_error"]
@@ -124,9 +124,9 @@ def _child(out_dir: str) -> None:
     import test_engine as toy
 
     from improve_nas.adanet import EnsemblerSpec, LossSpec
-    from improve_nas.adanet.distribution import make_distribution
-    from improve_nas.adanet.engine import grow_ensemble, load_final_ensemble
-    from improve_nas.adanet.run_directory import RunDirectory
+    from improve_nas.adanet.runtime.distribution import make_distribution
+    from improve_nas.adanet.runtime.engine import grow_ensemble, load_final_ensemble
+    from improve_nas.adanet.runtime.run_directory import RunDirectory
     from improve_nas.errors import UsageError
 
     @keras.saving.register_keras_serializable(package="improve_nas_tests")
@@ -243,7 +243,7 @@ def _ema_of_replica_values() -> float:
     import tensorflow as tf
 
     from improve_nas.adanet.ema import ZeroDebiasedEma
-    from improve_nas.adanet.tf_distribution import MirroredDistribution
+    from improve_nas.adanet.runtime.tf_distribution import MirroredDistribution
 
     strategy = MirroredDistribution().strategy
     with strategy.scope():

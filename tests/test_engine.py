@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from improve_nas.adanet import Builder, EnsemblerSpec, Generator, LossSpec
-from improve_nas.adanet.engine import EngineSettings, Partitions, grow_ensemble, load_final_ensemble
-from improve_nas.adanet.run_directory import RunDirectory
+from improve_nas.adanet.runtime.engine import EngineSettings, Partitions, grow_ensemble, load_final_ensemble
+from improve_nas.adanet.runtime.run_directory import RunDirectory
 
 pytestmark = pytest.mark.multibackend
 
@@ -100,7 +100,7 @@ def test_force_grow_adds_one_member_per_iteration(tmp_path):
     assert [s["global_step"] for s in summaries] == [6, 12, 18]
     per_member = 16 * 8 + 8 + 8 * K + K  # Dense(8) on 4·4·1 inputs, then the logits layer
     assert [s["trainable_params"] for s in summaries] == [per_member, 2 * per_member, 3 * per_member]
-    # With the simple generator and force_grow nothing is evaluated for selection (SPEC §6.7 rules 1-2).
+    # With the simple generator and force_grow nothing is evaluated for selection (docs/original_code.md §6.7 rules 1-2).
     assert all(c["selection_loss"] is None for s in summaries for c in s["candidates"])
     final = load_final_ensemble(RunDirectory(str(tmp_path / "run")))
     assert len(final.members) == 3
@@ -198,9 +198,10 @@ def test_data_on_the_device_trains_on_the_same_batches_as_the_host_generator(tmp
 
 
 def test_checkpoints_leave_the_device_data_out(tmp_path):
-    from improve_nas.adanet import IterationModel, checkpoints
-    from improve_nas.adanet.device_data import DeviceData
+    from improve_nas.adanet import IterationModel
     from improve_nas.adanet.optimizers import make_optimizer
+    from improve_nas.adanet.runtime import checkpoints
+    from improve_nas.adanet.runtime.device_data import DeviceData
 
     data = toy_data()
     model = IterationModel(iteration=0, builders=[WidthBuilder(8)], num_classes=K, input_shape=(4, 4, 1),

@@ -4,8 +4,8 @@ import os
 
 import pytest
 
-from improve_nas import gcs
 from improve_nas.errors import UsageError
+from improve_nas.storage import gcs
 
 
 def write(path, text):

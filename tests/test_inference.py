@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from improve_nas.adanet.evaluation import evaluate
-from improve_nas.adanet.inference import BatchedPredictor, chunk_size, is_out_of_memory
+from improve_nas.adanet.runtime.evaluation import evaluate
+from improve_nas.adanet.runtime.inference import BatchedPredictor, chunk_size, is_out_of_memory
 
 pytestmark = pytest.mark.multibackend
 

@@ -19,11 +19,11 @@ import numpy as np
 import pytest
 from test_preemption import SETTINGS, DenseGenerator, toy_data
 
-from improve_nas import integrity
-from improve_nas.adanet import checkpoints
-from improve_nas.adanet.engine import grow_ensemble
-from improve_nas.adanet.run_directory import RunDirectory
-from improve_nas.integrity import DamagedRunError
+from improve_nas.adanet.runtime import checkpoints
+from improve_nas.adanet.runtime.engine import grow_ensemble
+from improve_nas.adanet.runtime.run_directory import RunDirectory
+from improve_nas.storage import integrity
+from improve_nas.storage.integrity import DamagedRunError
 
 TWO = dataclasses.replace(SETTINGS, num_iterations=2, iteration_steps=2)
 

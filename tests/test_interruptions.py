@@ -19,8 +19,8 @@ import time
 
 import pytest
 
-from improve_nas import fileio
 from improve_nas.errors import io_error_line
+from improve_nas.storage import fileio
 
 SMOKE = ["--preset=smoke", "--dataset=fake", "--tf_random_seed=7"]
 
@@ -136,7 +136,7 @@ def test_a_write_failure_in_the_export_is_one_line_exit_74_and_the_rerun_exports
 @pytest.mark.slow
 def test_sigterm_during_selection_leaves_a_report_of_what_was_published(tmp_path, monkeypatch):
     from improve_nas import preemption, run
-    from improve_nas.adanet import engine
+    from improve_nas.adanet.runtime import engine
     from improve_nas.presets import resolve_config
 
     select = engine.select_candidate

@@ -1,4 +1,4 @@
-"""Memory given back after each iteration (improve_nas/adanet/memory.py)."""
+"""Memory given back after each iteration (improve_nas/adanet/runtime/memory.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import keras
 import numpy as np
 import pytest
 
-from improve_nas.adanet.memory import released_after
+from improve_nas.adanet.runtime.memory import released_after
 
 
 def _fit_one_step() -> None:

@@ -1,7 +1,7 @@
 """NASNet-A as Keras 3 layers: genotype, macro structure, ops, cells, the network, drop path.
 
 More in test_models_sizes.py (other input sizes), test_models_portability.py (fit, save/load, NCHW, TF vs JAX)
-and test_models_params.py (the SPEC parameter table, summary).
+and test_models_params.py (the parameter table of docs/original_code.md §3.10, summary).
 """
 
 from __future__ import annotations

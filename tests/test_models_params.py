@@ -1,4 +1,4 @@
-"""Parameter counts against SPEC_ORIGINAL §3.10, and `improve_nas.models.summary`."""
+"""Parameter counts against docs/original_code.md §3.10, and `improve_nas.models.summary`."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ def count(weights) -> int:
     return sum(math.prod(w.shape) for w in weights)
 
 
-# (num_cells, F, classes) -> trainable params, + aux head, BN moving stats; SPEC_ORIGINAL §3.10, verbatim.
+# (num_cells, F, classes) -> trainable params, + aux head, BN moving stats; docs/original_code.md §3.10, verbatim.
 SPEC_TABLE = [
     ((18, 32, 10), 3_346_538, 4_978_036, 37_248),
     ((18, 32, 100), 3_415_748, 5_116_456, 37_248),

@@ -19,8 +19,8 @@ import time
 import numpy as np
 import pytest
 
-from improve_nas.adanet.cluster import cluster_from_env, parse_tf_config
-from improve_nas.adanet.distribution import check_cluster
+from improve_nas.adanet.runtime.cluster import cluster_from_env, parse_tf_config
+from improve_nas.adanet.runtime.distribution import check_cluster
 from improve_nas.errors import UsageError
 
 FLAGS = ["--preset=smoke", "--dataset=fake", "--train_steps=4", "--tf_random_seed=5",

@@ -20,8 +20,8 @@ def test_paper_preset_builds_and_trains_a_few_steps(preset, dataset, num_classes
 
     import tensorflow_datasets as tfds
 
-    from improve_nas.adanet.engine import grow_ensemble
-    from improve_nas.adanet.run_directory import RunDirectory
+    from improve_nas.adanet.runtime.engine import grow_ensemble
+    from improve_nas.adanet.runtime.run_directory import RunDirectory
     from improve_nas.data import load_dataset
     from improve_nas.experiment import experiment
     from improve_nas.presets import resolve_config

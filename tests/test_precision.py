@@ -8,15 +8,16 @@ import keras
 import numpy as np
 import pytest
 
-from improve_nas.adanet import EnsemblerSpec, LossSpec, checkpoints
-from improve_nas.adanet.engine import EngineSettings, Partitions, grow_ensemble
+from improve_nas.adanet import EnsemblerSpec, LossSpec
 from improve_nas.adanet.losses import subnetwork_loss_terms
 from improve_nas.adanet.optimizers import LossScaleOptimizer, inner_optimizer, make_optimizer, needs_loss_scaling
-from improve_nas.adanet.run_directory import RunDirectory
+from improve_nas.adanet.runtime import checkpoints
+from improve_nas.adanet.runtime.engine import EngineSettings, Partitions, grow_ensemble
+from improve_nas.adanet.runtime.run_directory import RunDirectory
 from improve_nas.config import Config, HParams
 from improve_nas.errors import UsageError
 from improve_nas.models.nasnet import NASNet
-from improve_nas.subnetworks import NASNetBuilder
+from improve_nas.search.builders import NASNetBuilder
 
 pytestmark = pytest.mark.multibackend
 

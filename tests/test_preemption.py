@@ -20,10 +20,12 @@ import keras
 import numpy as np
 import pytest
 
-from improve_nas import gcs, preemption
-from improve_nas.adanet import Builder, Generator, LossSpec, checkpoints
-from improve_nas.adanet.engine import EngineSettings, Partitions, grow_ensemble
-from improve_nas.adanet.run_directory import RunDirectory
+from improve_nas import preemption
+from improve_nas.adanet import Builder, Generator, LossSpec
+from improve_nas.adanet.runtime import checkpoints
+from improve_nas.adanet.runtime.engine import EngineSettings, Partitions, grow_ensemble
+from improve_nas.adanet.runtime.run_directory import RunDirectory
+from improve_nas.storage import gcs
 
 K = 3
 
@@ -243,7 +245,7 @@ def test_a_preempted_cloud_run_resumes_from_the_bucket_with_nothing_lost(gcs_emu
 
 
 def test_train_seconds_add_up_over_the_sessions_of_an_iteration(tmp_path, restore_sigterm, monkeypatch):
-    from improve_nas.adanet import engine
+    from improve_nas.adanet.runtime import engine
 
     class SlowClock:  # the interrupted session's clock: 100 s pass between any two readings
         now = 0.0

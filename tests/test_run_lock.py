@@ -10,13 +10,13 @@ import time
 
 import pytest
 
-from improve_nas import gcs, run_location, run_lock
 from improve_nas.errors import UsageError
+from improve_nas.storage import gcs, run_location, run_lock
 
 # Holds the lock of argv[1] until its stdin closes; "held" on stdout once it has it.
 HOLDER = """
 import sys
-from improve_nas import run_lock
+from improve_nas.storage import run_lock
 with run_lock.hold(sys.argv[1], force=len(sys.argv) > 2):
     print("held", flush=True)
     sys.stdin.read()

@@ -18,8 +18,8 @@ from test_engine import Scale, toy_data
 
 from improve_nas import run
 from improve_nas.adanet import Builder, EnsemblerSpec, Generator, LossSpec
-from improve_nas.adanet.engine import EngineSettings, grow_ensemble
-from improve_nas.adanet.run_directory import RunDirectory
+from improve_nas.adanet.runtime.engine import EngineSettings, grow_ensemble
+from improve_nas.adanet.runtime.run_directory import RunDirectory
 from improve_nas.preemption import PreemptionGuard
 
 pytestmark = pytest.mark.multibackend

@@ -1,4 +1,4 @@
-"""Zero-debiased exponential moving average of a scalar, as a Keras layer (SPEC §6.7).
+"""Zero-debiased exponential moving average of a scalar, as a Keras layer (docs/original_code.md §6.7).
 
 AdaNet selects candidates by the EMA of their training AdaNet loss when no evaluator is used. The
 state lives in the layer's non-trainable variables, so it is saved with the model's weights

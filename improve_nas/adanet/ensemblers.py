@@ -1,4 +1,4 @@
-"""Ensemblers: how the members' outputs are mixed into the ensemble logits (SPEC §6.3, §6.4).
+"""Ensemblers: how the members' outputs are mixed into the ensemble logits (docs/original_code.md §6.3, §6.4).
 
 An ensembler is a Keras layer called as `ensembler(logits, features)` with one entry per member,
 in member order: `logits[j]` is [B, K], `features[j]` is [B, D_j] (or None when not needed). It
@@ -7,7 +7,7 @@ added to the ensemble loss. Callers stop gradients into member outputs themselve
 model does), so an ensembler never trains members.
 
 Mixture weights are created fresh for every candidate ensemble of every iteration (no warm start,
-SPEC pitfall 10); `serialize_ensembler` / `restore_ensembler` carry the chosen one's config and
+docs/original_code.md §10, pitfall 10); `serialize_ensembler` / `restore_ensembler` carry the chosen one's config and
 learned values into `EnsembleRecord.ensembler` as plain JSON.
 """
 
@@ -139,7 +139,7 @@ class ComplexityRegularizedEnsembler(keras.layers.Layer):
         return total if self.bias is None else total + self.bias
 
     def complexity_penalty(self):
-        """`Σ_j (λ·r_j + β)·‖w_j‖₁` (SPEC §6.4: r used as given, no sqrt; bias not penalised)."""
+        """`Σ_j (λ·r_j + β)·‖w_j‖₁` (docs/original_code.md §6.4: r as given, no sqrt; bias not penalised)."""
         penalty = ops.zeros(())
         for r, w in zip(self.complexities, self.mixture_weights):
             coefficient = self.adanet_lambda * r + self.adanet_beta

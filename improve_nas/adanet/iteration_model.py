@@ -42,10 +42,10 @@ import keras
 from keras import ops
 
 from improve_nas.adanet import losses as losses_lib
-from improve_nas.adanet.device_data import ROWS, DeviceData
 from improve_nas.adanet.ema import ZeroDebiasedEma
 from improve_nas.adanet.ensemblers import EnsemblerSpec, restore_ensembler, serialize_ensembler
 from improve_nas.adanet.losses import Distillation, LossSpec
+from improve_nas.adanet.runtime.device_data import ROWS, DeviceData
 from improve_nas.adanet.step_value import StepValue
 from improve_nas.adanet.strategies import GrowStrategy, Strategy
 from improve_nas.adanet.subnetwork import (
@@ -229,7 +229,7 @@ class IterationModel(keras.Model):
                 name=f"ensembler_{full_name}"))
 
     def _previous_needed_in_training(self) -> list[int]:
-        """Indices of the frozen members some training loss reads (DESIGN §2: skip the others)."""
+        """Indices of the frozen members some training loss reads (docs/design.md §2: skip the others)."""
         needed = set()
         if self._teacher_mode is Distillation.ADAPTIVE:
             needed.update(range(len(self.previous_members)))
@@ -360,7 +360,7 @@ class IterationModel(keras.Model):
         """Each candidate ensemble's `ENSEMBLE_TERMS` on a batch, in inference mode: {candidate: {term: value}}.
 
         For the summaries when training does not compute the ensembles: computing them in the training step would
-        bring the frozen members back into it (DESIGN §2). May be called from a callback during `fit`.
+        bring the frozen members back into it (docs/design.md §2). May be called from a callback during `fit`.
         """
         if hasattr(self, "jax_state_sync"):
             self.jax_state_sync()  # JAX keeps the training state apart from the variables until `fit` ends

@@ -1,4 +1,4 @@
-"""Loss terms of an AdaNet iteration, backend-agnostic (`keras.ops` only; SPEC §5, §6.4).
+"""Loss terms of an AdaNet iteration, backend-agnostic (`keras.ops` only; docs/original_code.md §5, §6.4).
 
 Per candidate subnetwork (`subnetwork_loss_terms`):
     ce          label-smoothed softmax CE of its logits, batch mean
@@ -15,7 +15,7 @@ Per candidate ensemble (`ensemble_loss_terms`):
 
 Distillation uses KL instead of the original CE(softmax(teacher), student): the teacher's entropy
 is constant, so both have the same gradient, and KL is exactly 0 when teacher and student agree.
-Temperature 1, weight 1, no smoothing, teacher under stop_gradient (SPEC §5.2).
+Temperature 1, weight 1, no smoothing, teacher under stop_gradient (docs/original_code.md §5.2).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ class Distillation(str, enum.Enum):
 
     NONE = "none"
     ADAPTIVE = "adaptive"  # the previous ensemble's logits
-    BORN_AGAIN = "born_again"  # the previous ensemble's last member's own logits (DESIGN §5)
+    BORN_AGAIN = "born_again"  # the previous ensemble's last member's own logits (docs/design.md §5)
 
     @classmethod
     def parse(cls, value: str | Distillation) -> Distillation:
@@ -46,7 +46,7 @@ class Distillation(str, enum.Enum):
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class LossSpec:
-    """Loss settings of the candidate subnetworks (SPEC §5).
+    """Loss settings of the candidate subnetworks (docs/original_code.md §5).
 
     Attributes:
         label_smoothing: ls of the hard-label CE (and of the aux CE).
@@ -71,7 +71,7 @@ def select_teacher(distillation: Distillation, *, previous_ensemble_logits=None,
         distillation: The mode.
         previous_ensemble_logits: The previous ensemble's logits (adaptive).
         last_member_logits: The previous ensemble's last member's own logits, not scaled by its
-            mixture weight (born_again; DESIGN §5 departs from the original here).
+            mixture weight (born_again; docs/design.md §5 departs from the original here).
     """
     if distillation is Distillation.ADAPTIVE:
         return previous_ensemble_logits
@@ -86,7 +86,7 @@ def _flat_labels(labels):
 
 
 def softmax_cross_entropy(labels, logits, label_smoothing: float = 0.0):
-    """Batch-mean CE against `onehot·(1−ls) + ls/K` (SPEC §5.1: ls is spread over all K classes), in float32."""
+    """Batch-mean CE against `onehot·(1−ls) + ls/K`, in float32 (docs/original_code.md §5.1: ls over all K classes)."""
     logits = ops.cast(logits, "float32")
     num_classes = logits.shape[-1]
     target = ops.one_hot(_flat_labels(labels), num_classes, dtype=logits.dtype)

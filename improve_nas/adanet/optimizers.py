@@ -1,4 +1,4 @@
-"""Optimizers with TF1 semantics, per-iteration cosine schedules and per-candidate clipping (SPEC §4).
+"""Optimizers with TF1 semantics, per-iteration cosine schedules and per-candidate clipping (docs/original_code.md §4).
 
 `make_optimizer` returns one Keras optimizer for a whole iteration model. Because the candidates'
 parameter sets are disjoint and every optimizer here is element-wise, one optimizer over all
@@ -14,7 +14,7 @@ the wrapped optimizer's `apply`: clipping by group norm sees the true, unscaled 
 gradients is skipped and halves the scale, without advancing `iterations`).
 
 Schedules read the optimizer's own step counter (`optimizer.iterations`), so a fresh optimizer per
-iteration restarts the cosine at `learning_rate` (SPEC pitfall 4), and restoring the optimizer's
+iteration restarts the cosine at `learning_rate` (docs/original_code.md §10, pitfall 4), and restoring the optimizer's
 variables on resume continues it where it stopped.
 
 Names (case-insensitive) and what they build:
@@ -43,7 +43,7 @@ class TF1Momentum(keras.optimizers.Optimizer):
     """TF1 `MomentumOptimizer`: `a ← m·a + g; w ← w − lr·a` (no Nesterov).
 
     Keras `SGD(momentum=m)` folds the learning rate into the velocity (`v ← m·v − lr·g`), which
-    differs from this as soon as the learning rate changes between steps (SPEC pitfall 5).
+    differs from this as soon as the learning rate changes between steps (docs/original_code.md §10, pitfall 5).
     """
 
     def __init__(self, learning_rate=0.01, momentum=0.9, name="tf1_momentum", **kwargs):

@@ -1,4 +1,4 @@
-"""Choosing the best candidate ensemble at the end of an iteration (SPEC §6.7).
+"""Choosing the best candidate ensemble at the end of an iteration (docs/original_code.md §6.7).
 
 Candidates are indexed like `IterationModel.selection_names`: the previous ensemble first (when
 there is one), then the new candidate ensembles. Rules, in order:
@@ -26,8 +26,8 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from improve_nas.adanet.evaluation import per_example_cross_entropy
-from improve_nas.adanet.inference import BatchedPredictor
+from improve_nas.adanet.runtime.evaluation import per_example_cross_entropy
+from improve_nas.adanet.runtime.inference import BatchedPredictor
 
 
 @dataclasses.dataclass(frozen=True)

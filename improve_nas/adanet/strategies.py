@@ -1,4 +1,4 @@
-"""Ensemble strategies: which members form each candidate ensemble of an iteration (SPEC §6.1).
+"""Ensemble strategies: which members form each candidate ensemble of an iteration (docs/original_code.md §6.1).
 
 A strategy answers *which* members an ensemble has; the ensembler (`ensemblers.py`) answers *how*
 they are mixed. Members are listed previous ensemble's first, then new subnetworks, which is also

@@ -39,7 +39,7 @@ class Builder(abc.ABC):
 
     @property
     def complexity(self) -> float:
-        """r(h) of the AdaNet complexity penalty (SPEC §6.4); used as given, no sqrt."""
+        """r(h) of the AdaNet complexity penalty (docs/original_code.md §6.4); used as given, no sqrt."""
         return 1.0
 
     def shared(self) -> dict[str, Any]:

@@ -7,7 +7,7 @@
     vertex.py       create the job: gcloud, else the REST API
     submit.py       plan_job / submit: the whole command
 
-Run-directory storage on gs:// lives in `improve_nas.gcs`.
+Run-directory storage on gs:// lives in `improve_nas.storage.gcs`.
 """
 
 from __future__ import annotations

@@ -21,11 +21,11 @@ import shlex
 import tempfile
 from typing import Any, Callable
 
-from improve_nas import gcs
 from improve_nas.cloud import package, train_flags, vertex
 from improve_nas.cloud.spec import load_job_spec
 from improve_nas.config import Config
 from improve_nas.errors import UsageError
+from improve_nas.storage import gcs
 
 _REGION = re.compile(r"[a-z]+(-[a-z]+)+[0-9]+")  # us-central1, europe-west4, northamerica-northeast1
 _PROJECT = re.compile(r"[a-z][a-z0-9.:-]{4,61}[a-z0-9]")

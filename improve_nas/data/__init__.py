@@ -11,7 +11,6 @@ import importlib
 
 from improve_nas.data.base import DataUnavailableError, ImageDataset
 from improve_nas.data.registry import DATASET_CHOICES, load_dataset, validate_dataset_spec
-from improve_nas.data.stream import make_stream
 
 _AUGMENTATION_NAMES = ("AUGMENTATION_CHOICES", "Cutout", "ImageAugmentation", "PadAndCrop", "RandomFlip", "Rescale")
 
@@ -33,6 +32,5 @@ __all__ = [
     "RandomFlip",
     "Rescale",
     "load_dataset",
-    "make_stream",
     "validate_dataset_spec",
 ]

@@ -5,7 +5,7 @@ under TensorFlow and JAX (and inside `tf.data.Dataset.map` on TensorFlow). Every
 its own flip, crop offset and cutout centre; all work is vectorised over the batch. Each random
 layer owns a `keras.random.SeedGenerator`, so a seeded layer replays the same sequence.
 
-Semantics follow the 2019 code (SPEC_ORIGINAL §7.1), in this order:
+Semantics follow the 2019 code (docs/original_code.md §7.1), in this order:
   1. always: scale pixels 0..255 to [-1, 1] as `(x / 255 - 0.5) * 2` (no mean/std);
   2. training and `augmentation="basic"`: left-right flip with p = 0.5, then zero-pad `pad`
      pixels per side (0 is mid-grey after scaling) and crop back to H x W at a random offset;

@@ -1,4 +1,4 @@
-"""The NASNet CIFAR macro structure as plain data (SPEC_ORIGINAL §3.2–§3.3).
+"""The NASNet CIFAR macro structure as plain data (docs/original_code.md §3.2–§3.3).
 
 `plan_network` turns the hyperparameters into one `CellSpec` per cell, in build order,
 without touching Keras. The network (`nasnet.NASNet`) and the summary

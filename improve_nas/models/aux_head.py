@@ -14,7 +14,7 @@ AUX_PROJECTION_FILTERS, AUX_FEATURE_FILTERS = 128, 768
 
 @keras.saving.register_keras_serializable(package="improve_nas")
 class AuxHead(SettingsLayer):
-    """The NASNet auxiliary classifier (SPEC_ORIGINAL §3.2).
+    """The NASNet auxiliary classifier (docs/original_code.md §3.2).
 
     ``act → avg pool 5×5 /3 VALID → conv 1×1 128 → BN → act → conv k×k 768 VALID → BN →
     act → flatten → dense``, where k×k is the whole remaining map. On maps smaller than

@@ -1,4 +1,4 @@
-"""One NASNet-A cell, generic over its genotype (SPEC_ORIGINAL §3.4).
+"""One NASNet-A cell, generic over its genotype (docs/original_code.md §3.4).
 
 The cell is built from a static description of its inputs (computed by
 `architecture.plan_network`), so every sublayer exists after ``__init__`` and the

@@ -1,4 +1,4 @@
-"""The NASNet kernel initializer: TF1's fan-out variance scaling, exactly (SPEC_ORIGINAL §3.6, §10.8)."""
+"""The NASNet kernel initializer: TF1's fan-out variance scaling, exactly (docs/original_code.md §3.6, §10.8)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ class FanOutTruncatedNormal(keras.initializers.Initializer):
 
     Draws from a normal with stddev ``sqrt(1.3 * factor / fan_out)`` truncated at two
     standard deviations. Keras' ``VarianceScaling`` divides by 0.8796 instead of
-    multiplying by 1.3 (SPEC_ORIGINAL §10.8), hence this class. ``fan_out`` is
+    multiplying by 1.3 (docs/original_code.md §10.8), hence this class. ``fan_out`` is
     ``kh * kw * out`` for a conv kernel ``[kh, kw, in, out]``, ``k * k * 1`` for a
     depthwise kernel ``[k, k, C, 1]`` and ``out`` for a dense kernel ``[in, out]``.
 

@@ -1,7 +1,7 @@
 """Building blocks shared by the NASNet ops, cells and heads (backend-agnostic Keras 3).
 
 Every convolution and dense kernel here follows the TF-slim NASNet CIFAR arg scope
-(SPEC_ORIGINAL §3.6): truncated-normal fan-out initialisation with stddev
+(docs/original_code.md §3.6): truncated-normal fan-out initialisation with stddev
 ``sqrt(1.3 * 2 / fan_out)``, no bias on convolutions, and an L2 penalty of
 ``weight_decay * sum(w**2) / 2`` (Keras ``L2(weight_decay / 2)``) on conv, depthwise,
 pointwise and dense kernels only. Batch norm uses momentum 0.9 and epsilon 1e-5.
@@ -31,7 +31,7 @@ class BlockSettings:
     Attributes:
         data_format: Keras data format the network runs in internally.
         weight_decay: L2 scale; the penalty is ``weight_decay * sum(w**2) / 2`` per kernel.
-        bounded_activation: ReLU6 instead of ReLU, plus ±6 clipping (SPEC_ORIGINAL §3.9).
+        bounded_activation: ReLU6 instead of ReLU, plus ±6 clipping (docs/original_code.md §3.9).
     """
 
     data_format: str = "channels_last"
@@ -193,7 +193,7 @@ class ReluConvBN(SettingsLayer):
         kernel_size: Convolution size.
         strides: Convolution stride.
         clip_output: Clip the result to ±6 when activations are bounded (used by the
-            ``none`` op's projection, SPEC_ORIGINAL §3.9).
+            ``none`` op's projection, docs/original_code.md §3.9).
         settings: Shared block settings.
     """
 

@@ -2,7 +2,7 @@
 
 Reference: Zoph et al., *Learning Transferable Architectures for Scalable Image
 Recognition*, CVPR 2018; as used by Macko et al., *Improving Neural Architecture Search
-Image Classifiers via Ensemble Learning*, 2019 (SPEC_ORIGINAL §3).
+Image Classifiers via Ensemble Learning*, 2019 (docs/original_code.md §3).
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ class NASNet(keras.Model):
     The policy is part of the config: a saved ``.keras`` model reloads with it. Without
     ``dtype`` the global policy (`keras.config.dtype_policy()`) applies, as for any layer.
 
-    Drop path (the original's intended schedule, SPEC_ORIGINAL §3.7): cell ``c`` (counting
+    Drop path (the original's intended schedule, docs/original_code.md §3.7): cell ``c`` (counting
     reduction cells) keeps each op output with probability
     ``1 - min(1, step / total_training_steps) * (1 - keep_c)``, where
     ``keep_c = 1 - (c + 1) / (num_cells + num_reduction_layers) * (1 - drop_path_keep_prob)``
@@ -67,13 +67,13 @@ class NASNet(keras.Model):
         filter_scaling_rate: Width multiplier at each reduction cell.
         num_reduction_layers: Number of reduction cells R.
         skip_reduction_layer_input: 1 feeds the normal cell after a reduction the output
-            from before the reduction's input (SPEC_ORIGINAL §3.3).
+            from before the reduction's input (docs/original_code.md §3.3).
         use_aux_head: Return ``aux_logits`` in training.
         dense_dropout_keep_prob: Keep probability of the dropout before the logits.
         drop_path_keep_prob: Keep probability of the deepest cell at the end of the ramp;
             1.0 disables drop path (no random draws).
         total_training_steps: Length of the drop-path ramp in training calls.
-        use_bounded_activation: ReLU6 and ±6 clipping (SPEC_ORIGINAL §3.9).
+        use_bounded_activation: ReLU6 and ±6 clipping (docs/original_code.md §3.9).
         data_format: ``"NHWC"`` or ``"NCHW"`` (internal layout).
         weight_decay: L2 scale; ``model.losses`` sums ``weight_decay * sum(w**2) / 2`` over kernels.
         **kwargs: Passed to `keras.Model` (``name``, ``dtype``, ...).

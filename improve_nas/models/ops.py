@@ -1,4 +1,4 @@
-"""The operations a NASNet-A cell applies to its hidden states (SPEC_ORIGINAL §3.5).
+"""The operations a NASNet-A cell applies to its hidden states (docs/original_code.md §3.5).
 
 Every operation maps its input to ``filters`` channels. `make_operation` builds one by
 the name used in `genotype`.

@@ -1,8 +1,8 @@
 """The command-line flags of `improve-nas train` and `python -m improve_nas.trainer.trainer`.
 
 Generated from the settings table (`improve_nas.config.Config`, through `improve_nas.settings`): every flag of the
-2019 trainer keeps its name, type, default and meaning (SPEC_ORIGINAL §1.1); the rest are this project's. Defined
-once here so both entry points share them.
+2019 trainer keeps its name, type, default and meaning (docs/original_code.md §1.1); the rest are this project's.
+Defined once here so both entry points share them.
 """
 
 from __future__ import annotations

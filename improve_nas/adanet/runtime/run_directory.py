@@ -21,9 +21,9 @@ from typing import Any
 
 import keras
 
-from improve_nas import fileio, integrity
 from improve_nas.adanet.iteration_model import FrozenEnsemble
 from improve_nas.adanet.subnetwork import EnsembleRecord, MemberRecord
+from improve_nas.storage import fileio, integrity
 
 ARCHITECTURE = integrity.ARCHITECTURE
 SUMMARY = integrity.SUMMARY

@@ -38,7 +38,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from improve_nas.adanet.distribution import Distribution
+from improve_nas.adanet.runtime.distribution import Distribution
 
 
 class MirroredDistribution(Distribution):

@@ -20,8 +20,8 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-from improve_nas import fileio
 from improve_nas.errors import UsageError
+from improve_nas.storage import fileio
 
 MANIFEST = "manifest.json"
 ITERATIONS = "iterations"

@@ -1,10 +1,10 @@
-"""The improve_nas subnetwork generators: what each AdaNet iteration tries (SPEC_ORIGINAL §2.3)."""
+"""The improve_nas subnetwork generators: what each AdaNet iteration tries (docs/original_code.md §2.3)."""
 
 from __future__ import annotations
 
 from improve_nas.adanet.subnetwork import EnsembleRecord, Generator
 from improve_nas.config import HParams
-from improve_nas.subnetworks import NASNetBuilder
+from improve_nas.search.builders import NASNetBuilder
 
 DEEPER_CELLS = 3  # the dynamic generator's "deeper" candidate adds one cell per stack
 WIDER_FILTERS = 10  # and its "wider" candidate adds this many base filters

@@ -25,8 +25,8 @@ import os
 import shutil
 import tempfile
 
-from improve_nas import gcs
 from improve_nas.errors import UsageError
+from improve_nas.storage import gcs
 
 WORK_ROOT = "improve_nas"  # under the system temporary directory ($TMPDIR)
 

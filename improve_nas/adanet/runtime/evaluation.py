@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from improve_nas.adanet.inference import BatchedPredictor
+from improve_nas.adanet.runtime.inference import BatchedPredictor
 
 
 def _log_softmax(logits: np.ndarray) -> np.ndarray:

@@ -28,8 +28,8 @@ import socket
 import time
 from collections.abc import Iterator
 
-from improve_nas import gcs
 from improve_nas.errors import UsageError
+from improve_nas.storage import gcs
 
 LOCK_NAME = ".lock"
 # Rounds of "create, else inspect and maybe break" before giving up; more only when others keep racing for it.

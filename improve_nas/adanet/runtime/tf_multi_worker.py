@@ -29,8 +29,8 @@ import functools
 import keras
 import tensorflow as tf
 
-from improve_nas.adanet.cluster import Cluster
-from improve_nas.adanet.tf_distribution import MirroredDistribution, _SplitBatchPredictor
+from improve_nas.adanet.runtime.cluster import Cluster
+from improve_nas.adanet.runtime.tf_distribution import MirroredDistribution, _SplitBatchPredictor
 
 
 @functools.cache

@@ -17,8 +17,8 @@ import zlib
 import keras
 import numpy as np
 
-from improve_nas import fileio
-from improve_nas.adanet.device_data import variables_to_skip
+from improve_nas.adanet.runtime.device_data import variables_to_skip
+from improve_nas.storage import fileio
 
 _TRAIN_SECONDS = "train_seconds"
 _NAME = re.compile(r"^ckpt-(\d+)\.npz$")

@@ -35,7 +35,7 @@ import contextlib
 from typing import TYPE_CHECKING
 
 from improve_nas.adanet.choices import DISTRIBUTIONS
-from improve_nas.adanet.cluster import Cluster, cluster_from_env
+from improve_nas.adanet.runtime.cluster import Cluster, cluster_from_env
 from improve_nas.errors import UsageError
 
 if TYPE_CHECKING:
@@ -107,13 +107,15 @@ def make_distribution(name: str, *, batch_size: int) -> Distribution:
             raise UsageError(f"distribution 'multi_worker' needs the tensorflow Keras backend "
                              f"(tf.distribute.MultiWorkerMirroredStrategy), not {backend!r}; set "
                              "KERAS_BACKEND=tensorflow")
-        from improve_nas.adanet.tf_multi_worker import multi_worker_distribution  # imports TensorFlow
+        from improve_nas.adanet.runtime.tf_multi_worker import multi_worker_distribution  # imports TensorFlow
 
         return _checked(multi_worker_distribution(cluster), batch_size)
     if name == "none":
         return Distribution()
     if backend == "tensorflow":
-        from improve_nas.adanet.tf_distribution import MirroredDistribution  # imports TensorFlow's distribute API
+        from improve_nas.adanet.runtime.tf_distribution import (
+            MirroredDistribution,  # imports TensorFlow's distribute API
+        )
 
         distribution = MirroredDistribution()
     elif backend == "jax":

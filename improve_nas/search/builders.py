@@ -15,7 +15,7 @@ from improve_nas.config import HParams
 
 
 def subnetwork_name(hparams: HParams) -> str:
-    """The original builder name (SPEC_ORIGINAL §2.4), e.g. `NasNet_A_6.0_768_cifar`.
+    """The original builder name (docs/original_code.md §2.4), e.g. `NasNet_A_6.0_768_cifar`.
 
     `num_cells / 3` is printed with true division (`2.0`), as the original did, so names match its directories.
     """

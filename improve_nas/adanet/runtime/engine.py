@@ -1,13 +1,13 @@
 """The AdaNet iteration loop: train candidates, select, freeze, evaluate, publish; resume where a run stopped.
 
 `grow_ensemble` knows nothing of NASNet or images: it takes a generator of subnetwork builders, numpy partitions, and
-a factory for the preprocessing layer. Per iteration t (DESIGN §3):
+a factory for the preprocessing layer. Per iteration t (docs/design.md §3):
 
 1. start from a clean Keras state, seeded from (seed, t), and load the ensemble chosen at t−1 from disk (frozen);
 2. build the fused `IterationModel` of the generator's candidates and one optimizer with per-candidate clipping;
 3. restore the newest mid-iteration checkpoint, if any, and train the remaining steps in `fit` chunks, writing a
    checkpoint after each chunk (every `checkpoint_steps` steps or `checkpoint_secs` seconds);
-4. select the best candidate ensemble (SPEC §6.7), evaluate it and its members on the test partition;
+4. select the best candidate ensemble (docs/original_code.md §6.7), evaluate it and its members on the test partition;
 5. publish `iterations/<t>/` whole (architecture, report entry, new members) and drop the checkpoints.
 
 Re-running on the same directory skips every published iteration, and continues an unfinished one from its newest
@@ -27,19 +27,19 @@ from collections.abc import Callable
 import keras
 import numpy as np
 
-from improve_nas.adanet import checkpoints
-from improve_nas.adanet.batches import train_batches, train_rows
-from improve_nas.adanet.callbacks import IterationProgress, StopEvery
-from improve_nas.adanet.device_data import ROWS, DeviceData
-from improve_nas.adanet.distribution import Distribution, make_distribution
 from improve_nas.adanet.ensemble_model import EnsembleModel
 from improve_nas.adanet.ensemblers import EnsemblerSpec
-from improve_nas.adanet.evaluation import evaluate
-from improve_nas.adanet.inference import BatchedPredictor, default_inference_batch_size
 from improve_nas.adanet.iteration_model import FrozenEnsemble, IterationModel, LossSpec
-from improve_nas.adanet.memory import released_after
 from improve_nas.adanet.optimizers import make_optimizer, needs_loss_scaling
-from improve_nas.adanet.run_directory import RunDirectory
+from improve_nas.adanet.runtime import checkpoints
+from improve_nas.adanet.runtime.batches import train_batches, train_rows
+from improve_nas.adanet.runtime.callbacks import IterationProgress, StopEvery
+from improve_nas.adanet.runtime.device_data import ROWS, DeviceData
+from improve_nas.adanet.runtime.distribution import Distribution, make_distribution
+from improve_nas.adanet.runtime.evaluation import evaluate
+from improve_nas.adanet.runtime.inference import BatchedPredictor, default_inference_batch_size
+from improve_nas.adanet.runtime.memory import released_after
+from improve_nas.adanet.runtime.run_directory import RunDirectory
 from improve_nas.adanet.selection import evaluate_adanet_losses, needs_selection_losses, select_candidate
 from improve_nas.adanet.strategies import Strategy, make_strategy
 from improve_nas.adanet.subnetwork import Generator
