@@ -18,7 +18,8 @@ import sys
 import numpy as np
 import pytest
 
-pytestmark = pytest.mark.multibackend
+# slow: the module fixture trains every scenario twice in a subprocess (about a minute)
+pytestmark = [pytest.mark.multibackend, pytest.mark.slow]
 
 DEVICES = 2
 
