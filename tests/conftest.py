@@ -2,7 +2,7 @@
 
 The Keras backend is chosen by KERAS_BACKEND before keras is first imported (tensorflow by default). Tests that must
 also pass on the JAX backend carry `pytestmark = pytest.mark.multibackend`; the README's test command runs those a
-second time with KERAS_BACKEND=jax.
+second time with KERAS_BACKEND=jax. The markers and the warning filters are declared in pytest.ini.
 """
 
 import atexit
@@ -20,7 +20,3 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
     os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="improve_nas_test_xla_")
     atexit.register(shutil.rmtree, os.environ["JAX_COMPILATION_CACHE_DIR"], True)
 
-
-def pytest_configure(config):
-    config.addinivalue_line("markers", "multibackend: also run on the JAX backend (KERAS_BACKEND=jax)")
-    config.addinivalue_line("markers", "slow: longer end-to-end checks, still run by the README test command")

@@ -25,6 +25,7 @@ def write_tiny_npz(path):
     return f"npz:{path}"
 
 
+@pytest.mark.slow
 def test_tiny_bench_prints_every_key_with_sane_types(tmp_path, capsys):
     dataset = write_tiny_npz(tmp_path / "tiny.npz")
     assert main(["bench", f"--hparams={TINY_HPARAMS}", "--data_params=cutout_size=4", "--batch_size=4",

@@ -6,7 +6,7 @@ import logging
 
 import keras
 import pytest
-from test_engine import grow
+from toy_engine import grow
 
 from improve_nas.adanet import LossSpec
 from improve_nas.compilation_cache import persistent_compilation_cache

@@ -18,7 +18,8 @@ import sys
 import numpy as np
 import pytest
 
-pytestmark = pytest.mark.multibackend
+# slow: the module fixture trains every scenario twice in a subprocess (about a minute)
+pytestmark = [pytest.mark.multibackend, pytest.mark.slow]
 
 DEVICES = 2
 
@@ -121,7 +122,7 @@ def _child(out_dir: str) -> None:
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * DEVICES)
     import keras
-    import test_engine as toy
+    import toy_engine as toy
 
     from improve_nas.adanet import EnsemblerSpec, LossSpec
     from improve_nas.adanet.runtime.distribution import make_distribution
@@ -191,7 +192,7 @@ def _child(out_dir: str) -> None:
     def callbacks(model, iteration, start_step, kill=False):
         probe = keras.callbacks.LambdaCallback(
             on_train_begin=lambda logs: devices_seen.append(_devices_holding(model.trainable_variables[0])))
-        return [probe] + ([toy._Interrupt(3)] if kill and iteration == 1 else [])
+        return [probe] + ([toy.Interrupt(3)] if kill and iteration == 1 else [])
 
     def run(scenario, distribution, path, kill=False, **overrides):
         options = {**scenarios[scenario], **overrides}

@@ -2,94 +2,13 @@
 
 from __future__ import annotations
 
-import keras
 import numpy as np
 import pytest
+from toy_engine import GrowingGenerator, Interrupt, K, SameGenerator, Scale, WidthBuilder, grow, settings, toy_data
 
-from improve_nas.adanet import Builder, EnsemblerSpec, Generator, LossSpec
-from improve_nas.adanet.runtime.engine import EngineSettings, Partitions, grow_ensemble, load_final_ensemble
-from improve_nas.adanet.runtime.run_directory import RunDirectory
+from improve_nas.adanet import EnsemblerSpec, LossSpec, RunDirectory, grow_ensemble, load_final_ensemble
 
 pytestmark = pytest.mark.multibackend
-
-K = 3
-
-
-@keras.saving.register_keras_serializable(package="improve_nas_tests")
-class DenseNet(keras.Model):
-    """Rescaled flat input -> Dense(width) -> logits; enough to learn the toy task. Its layers take its dtype policy."""
-
-    def __init__(self, *, width: int, num_classes: int, **kwargs):
-        super().__init__(**kwargs)
-        self.width, self.num_classes = width, num_classes
-        self.flatten = keras.layers.Flatten(dtype=self.dtype_policy)
-        self.hidden = keras.layers.Dense(width, activation="relu", dtype=self.dtype_policy)
-        self.head = keras.layers.Dense(num_classes, dtype=self.dtype_policy)
-
-    def call(self, x, training=False):
-        h = self.hidden(self.flatten(x))
-        return {"logits": self.head(h), "features": h}
-
-    def get_config(self):
-        return {**super().get_config(), "width": self.width, "num_classes": self.num_classes}
-
-
-@keras.saving.register_keras_serializable(package="improve_nas_tests")
-class Scale(keras.layers.Layer):
-    def call(self, x, training=False):
-        return keras.ops.cast(x, "float32") / 255.0
-
-
-class WidthBuilder(Builder):
-    def __init__(self, width: int):
-        self.width = width
-
-    @property
-    def name(self):
-        return f"dense_{self.width}"
-
-    def shared(self):
-        return {"width": self.width}
-
-    def build_subnetwork(self, *, num_classes, input_shape):
-        return DenseNet(width=self.width, num_classes=num_classes, name=self.name)
-
-
-class SameGenerator(Generator):
-    def generate_candidates(self, previous_ensemble, iteration):
-        return [WidthBuilder(8)]
-
-
-class GrowingGenerator(Generator):
-    """Two candidates, narrower and wider than the last member (like the dynamic generator)."""
-
-    def generate_candidates(self, previous_ensemble, iteration):
-        width = previous_ensemble.members[-1].shared["width"] if previous_ensemble else 4
-        return [WidthBuilder(width + 1), WidthBuilder(width * 4)]
-
-
-def toy_data(seed=0, n=96):
-    rng = np.random.default_rng(seed)
-    labels = rng.integers(0, K, size=n).astype(np.int32)
-    images = rng.integers(0, 60, size=(n, 4, 4, 1)) + 60 * labels[:, None, None, None]
-    images = images.astype(np.uint8)
-    return Partitions(x_train=images[:64], y_train=labels[:64], x_select=images[:64], y_select=labels[:64],
-                      x_test=images[64:], y_test=labels[64:], num_classes=K)
-
-
-def settings(**overrides):
-    values = dict(num_iterations=3, iteration_steps=6, batch_size=16, optimizer="sgd", learning_rate=0.1,
-                  schedule="cosine", clip_norm=5.0, loss=LossSpec(label_smoothing=0.1, distillation="none"),
-                  checkpoint_steps=2, checkpoint_secs=0, keep_checkpoint_max=2, seed=3, verbose=False,
-                  evaluator_batch_size=32, eval_batch_size=32)
-    values.update(overrides)
-    return EngineSettings(**values)
-
-
-def grow(path, generator=None, data=None, on_iteration_end=None, **overrides):
-    return grow_ensemble(run_dir=RunDirectory(str(path)), settings=settings(**overrides),
-                         generator=generator or SameGenerator(), data=data or toy_data(),
-                         make_preprocessing=lambda seed: Scale(), on_iteration_end=on_iteration_end)
 
 
 def test_force_grow_adds_one_member_per_iteration(tmp_path):
@@ -127,24 +46,13 @@ def test_without_force_grow_the_previous_ensemble_competes(tmp_path):
     assert second["chosen"] == second["candidates"][int(np.argmin(losses))]["name"]
 
 
-class _Interrupt(keras.callbacks.Callback):
-    def __init__(self, after):
-        super().__init__()
-        self.after = after
-
-    def on_train_batch_end(self, batch, logs=None):
-        self.after -= 1
-        if self.after == 0:
-            raise KeyboardInterrupt("simulated kill")
-
-
 def test_resume_after_a_kill_mid_iteration_loses_and_repeats_nothing(tmp_path):
     reference = grow(tmp_path / "reference")
     run_dir = RunDirectory(str(tmp_path / "run"))
     kill = {"iteration": 1, "after": 3}  # iteration 1, step 3: its last checkpoint is at step 2
 
     def interrupting(model, iteration, start_step):
-        return [_Interrupt(kill["after"])] if iteration == kill["iteration"] else []
+        return [Interrupt(kill["after"])] if iteration == kill["iteration"] else []
 
     with pytest.raises(KeyboardInterrupt):
         grow_ensemble(run_dir=run_dir, settings=settings(), generator=SameGenerator(), data=toy_data(),

@@ -1,7 +1,7 @@
 """Damaged run directories end in one line naming the file and the way out, a fallback or a rebuild; never a
 traceback, never exit 0 with the damage left.
 
-The engine cases run in process on the tiny Dense subnetworks of test_preemption (one finished 2-iteration run,
+The engine cases run in process on the tiny Dense subnetworks of toy_engine.py (one finished 2-iteration run,
 copied per case); the command-line cases damage a copy of one finished `smoke` run and rerun `train` or `report`.
 """
 
@@ -17,7 +17,7 @@ import sys
 import keras
 import numpy as np
 import pytest
-from test_preemption import SETTINGS, DenseGenerator, toy_data
+from toy_engine import SETTINGS, DenseGenerator, toy_data
 
 from improve_nas.adanet.runtime import checkpoints
 from improve_nas.adanet.runtime.engine import grow_ensemble

@@ -55,7 +55,7 @@ def test_device_buffers_do_not_accumulate_over_iterations(tmp_path):
     """What an iteration put on the device (members, optimizer slots, the selection pass's outputs) is freed after
     it: the buffers alive after each iteration are the same, whatever the ensemble's size (on a GPU: its memory)."""
     import jax
-    from test_engine import grow
+    from toy_engine import grow
 
     held = []
     grow(tmp_path / "run", num_iterations=4,

@@ -221,6 +221,7 @@ class _Generator:
         pass
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])
 def test_grow_ensemble_with_mixed_precision_nasnets(policy, tmp_path):
     from improve_nas.data.augment import ImageAugmentation

@@ -17,59 +17,13 @@ import sys
 import time
 
 import keras
-import numpy as np
 import pytest
+from toy_engine import SETTINGS, DenseGenerator, toy_data
 
 from improve_nas import preemption
-from improve_nas.adanet import Builder, Generator, LossSpec
+from improve_nas.adanet import RunDirectory, grow_ensemble
 from improve_nas.adanet.runtime import checkpoints
-from improve_nas.adanet.runtime.engine import EngineSettings, Partitions, grow_ensemble
-from improve_nas.adanet.runtime.run_directory import RunDirectory
 from improve_nas.storage import gcs
-
-K = 3
-
-
-@keras.saving.register_keras_serializable(package="improve_nas_preemption_tests")
-class Dense(keras.Model):
-    def __init__(self, *, num_classes: int, **kwargs):
-        super().__init__(**kwargs)
-        self.num_classes = num_classes
-        self.flatten = keras.layers.Flatten()
-        self.hidden = keras.layers.Dense(8, activation="relu")
-        self.head = keras.layers.Dense(num_classes)
-
-    def call(self, x, training=False):
-        h = self.hidden(self.flatten(keras.ops.cast(x, "float32") / 255.0))
-        return {"logits": self.head(h), "features": h}
-
-    def get_config(self):
-        return {**super().get_config(), "num_classes": self.num_classes}
-
-
-class DenseBuilder(Builder):
-    name = "dense"
-
-    def build_subnetwork(self, *, num_classes, input_shape):
-        return Dense(num_classes=num_classes, name=self.name)
-
-
-class DenseGenerator(Generator):
-    def generate_candidates(self, previous_ensemble, iteration):
-        return [DenseBuilder()]
-
-
-def toy_data(n=96):
-    rng = np.random.default_rng(0)
-    labels = rng.integers(0, K, size=n).astype(np.int32)
-    images = (rng.integers(0, 60, size=(n, 4, 4, 1)) + 60 * labels[:, None, None, None]).astype(np.uint8)
-    return Partitions(x_train=images[:64], y_train=labels[:64], x_select=images[:64], y_select=labels[:64],
-                      x_test=images[64:], y_test=labels[64:], num_classes=K)
-
-
-SETTINGS = EngineSettings(num_iterations=3, iteration_steps=6, batch_size=16, optimizer="sgd", learning_rate=0.1,
-                          loss=LossSpec(label_smoothing=0.1), checkpoint_steps=2, checkpoint_secs=0,
-                          keep_checkpoint_max=5, seed=3, verbose=False)
 
 
 class Signal(keras.callbacks.Callback):

@@ -14,7 +14,7 @@ import types
 
 import keras
 import pytest
-from test_engine import Scale, toy_data
+from toy_engine import Scale, toy_data
 
 from improve_nas import run
 from improve_nas.adanet import Builder, EnsemblerSpec, Generator, LossSpec
