@@ -283,13 +283,19 @@ def test_bad_dataset_on_a_fresh_model_dir_leaves_nothing(tmp_path):
 
 @pytest.mark.slow
 def test_force_unlock_flag_breaks_a_held_lock(tmp_path):
+    import numpy as np
+
+    # One class only: a data set that passes every check before the lock and is refused after it, untrained.
+    np.savez(tmp_path / "one_class.npz", x_train=np.zeros((8, 8, 8), np.uint8), y_train=np.zeros(8, np.int64),
+             x_test=np.zeros((2, 8, 8), np.uint8), y_test=np.zeros(2, np.int64))
     model_dir = str(tmp_path / "run")
     holder = Holder(model_dir)
     try:
-        result = subprocess.run(train_command(model_dir, "--dataset=nope", "--force_unlock"), check=False,
-                                capture_output=True, text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
-                                timeout=300)
+        result = subprocess.run(train_command(model_dir, f"--dataset=npz:{tmp_path / 'one_class.npz'}",
+                                              "--data_params=cutout_size=4", "--batch_size=8", "--force_unlock"),
+                                check=False, capture_output=True, text=True,
+                                env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"), timeout=300)
     finally:
         holder.release()
     assert f"--force_unlock: broke the lock of pid {holder.pid} on {socket.gethostname()}" in result.stdout
-    assert result.returncode == 2 and "unknown --dataset 'nope'" in result.stderr  # got past the lock
+    assert result.returncode == 2 and "only class 0" in result.stderr  # got past the lock
