@@ -49,21 +49,37 @@ def load_dataset(spec: str, *, data_dir: str | None = None, seed: int = 0) -> Im
             fallback to fake data.
     """
     kind, argument = _parse(spec)
-    if kind == "fake":
-        from improve_nas.data.fake import load_fake
+    return _LOADERS[kind](argument, data_dir=data_dir, seed=seed, spec=spec)
 
-        return load_fake(seed=seed)
-    if kind == "digits":
-        from improve_nas.data.digits import load_digits
 
-        return load_digits()
-    if kind == "npz":
-        from improve_nas.data.npz import load_npz
+# The providers, by kind: each imports its module when called, so naming a data set loads nothing heavy.
+def _load_fake(argument: str, *, data_dir, seed: int, spec: str) -> ImageDataset:
+    from improve_nas.data.fake import load_fake
 
-        return load_npz(argument)
+    return load_fake(seed=seed)
+
+
+def _load_digits(argument: str, *, data_dir, seed: int, spec: str) -> ImageDataset:
+    from improve_nas.data.digits import load_digits
+
+    return load_digits()
+
+
+def _load_npz(argument: str, *, data_dir, seed: int, spec: str) -> ImageDataset:
+    from improve_nas.data.npz import load_npz
+
+    return load_npz(argument)
+
+
+def _load_tfds(argument: str, *, data_dir, seed: int, spec: str) -> ImageDataset:
     from improve_nas.data.tfds_source import load_tfds
 
     return load_tfds(argument, data_dir=data_dir, display_name=spec)
+
+
+_LOADERS = {"fake": _load_fake, "digits": _load_digits, "npz": _load_npz, "tfds": _load_tfds}
+# Plain names and the kind that serves each; other specs are KIND:ARGUMENT (npz:PATH, tfds:NAME).
+_NAMED = {"cifar10": "tfds", "cifar100": "tfds", "digits": "digits", "fake": "fake"}
 
 
 def _parse(spec: str) -> tuple[str, str]:
@@ -71,10 +87,8 @@ def _parse(spec: str) -> tuple[str, str]:
     if not isinstance(spec, str):
         raise UsageError(f"--dataset must be a string, got {spec!r}; "
                          f"choices: {', '.join(DATASET_CHOICES)}")
-    if spec in ("cifar10", "cifar100"):
-        return "tfds", spec
-    if spec in ("digits", "fake"):
-        return spec, spec
+    if spec in _NAMED:
+        return _NAMED[spec], spec
     kind, colon, argument = spec.partition(":")
     if colon and kind == "npz":
         if not argument:
