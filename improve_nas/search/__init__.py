@@ -2,6 +2,12 @@
 
     builders         NASNetBuilder (one NASNet-A candidate from hparams) and `improve-nas summary`'s description
     generators       simple (the same NASNet every iteration) and dynamic (a deeper and a wider one than the last)
+    space            the NASNet cell search space as data: operation sets, genotypes (canonical hash, JSON, text),
+                     NASNet-A / AmoebaNet-A / DARTS-V2, uniform sampling and mutation
+    proposals        search strategies as pure functions of (seed, iteration, history): random, regularized evolution
+    synthetic        a SYNTHETIC objective over genotypes (no training), to test that the strategies search
+
+`space`, `proposals` and `synthetic` are not wired into training yet (issue 14).
 
 Generators reach the engine only through `improve_nas.adanet.Generator`.
 """
