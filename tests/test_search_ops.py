@@ -110,3 +110,14 @@ def test_nasnet_a_operations_come_from_the_existing_factory():
 
     assert isinstance(make_search_operation("separable_3x3_2", filters=4), StackedSeparableConv)
     assert isinstance(make_search_operation("max_pool_3x3", filters=4, input_channels=2), Pool)
+
+
+def test_channels_first_gives_the_channels_last_outputs_for_the_same_weights():
+    first = BlockSettings(data_format="channels_first")
+    for operation in SEARCH_OPERATIONS:
+        nchw = make_search_operation(operation, filters=FILTERS, input_channels=4, strides=2, settings=first)
+        y = ops.convert_to_numpy(nchw(np.transpose(X_ODD, (0, 3, 1, 2))))
+        nhwc = build(operation, 2, X_ODD.shape)
+        nhwc.set_weights(nchw.get_weights())
+        np.testing.assert_allclose(np.transpose(y, (0, 2, 3, 1)), ops.convert_to_numpy(nhwc(X_ODD)), atol=1e-5,
+                                   err_msg=operation)
