@@ -2,7 +2,8 @@
 
 `NASNet` is the model; `genotype` holds the cells as data, `architecture` the macro
 structure, `ops` / `layers` / `cells` the building blocks, and `summary` the parameter
-and multiply-add counts. The package knows nothing of AdaNet.
+and multiply-add counts. `search_ops` has layers for the other operations of the NASNet search
+space (`improve_nas.search.space`), not yet used by the cells. The package knows nothing of AdaNet.
 """
 
 from improve_nas.models.genotype import NASNET_A_NORMAL, NASNET_A_REDUCTION, CellGenotype
