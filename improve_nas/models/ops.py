@@ -73,7 +73,7 @@ class StackedSeparableConv(SettingsLayer):
 
 @keras.saving.register_keras_serializable(package="improve_nas")
 class Pool(SettingsLayer):
-    """``avg_pool_3x3`` / ``max_pool_3x3`` with SAME padding, projected to ``filters``.
+    """``avg_pool_KxK`` / ``max_pool_KxK`` (K = 3 in NASNet-A) with SAME padding, projected to ``filters``.
 
     Average pooling excludes the padded cells from the mean (TF semantics, which Keras
     SAME pooling has on every backend; `tests/test_models.py` checks it). When the input
@@ -83,20 +83,23 @@ class Pool(SettingsLayer):
     Args:
         kind: ``"avg"`` or ``"max"``.
         filters: Output channels.
+        pool_size: The window's side K (3; the search space also has 5 and 7).
         input_channels: Channels of the input (decides the projection).
         strides: Pool stride.
         settings: Shared block settings.
     """
 
-    def __init__(self, *, kind: str, filters: int, input_channels: int, strides: int = 1, **kwargs):
+    def __init__(self, *, kind: str, filters: int, input_channels: int, strides: int = 1, pool_size: int = 3,
+                 **kwargs):
         super().__init__(**kwargs)
         self.kind = kind
+        self.pool_size = pool_size
         self.filters = filters
         self.input_channels = input_channels
         self.strides = strides
         pool_class = {"avg": keras.layers.AveragePooling2D, "max": keras.layers.MaxPooling2D}[kind]
         self.pool = pool_class(
-            3, strides=strides, padding="same", data_format=self.settings.data_format, name="pool",
+            pool_size, strides=strides, padding="same", data_format=self.settings.data_format, name="pool",
             dtype=self.dtype_policy,
         )
         self.project = input_channels != filters
@@ -129,6 +132,7 @@ class Pool(SettingsLayer):
             "filters": self.filters,
             "input_channels": self.input_channels,
             "strides": self.strides,
+            "pool_size": self.pool_size,
         }
 
 

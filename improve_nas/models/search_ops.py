@@ -26,7 +26,7 @@ from improve_nas.models.layers import (
     clip_if_bounded,
     conv2d,
 )
-from improve_nas.models.ops import make_operation
+from improve_nas.models.ops import Pool, make_operation
 
 DILATION = 2
 
@@ -135,64 +135,13 @@ class DilatedConv(SettingsLayer):
                 "separable": self.separable, "strides": self.strides}
 
 
-@keras.saving.register_keras_serializable(package="improve_nas")
-class MaxPool(SettingsLayer):
-    """``max_pool_KxK`` for any K: `ops.Pool`'s max pooling, whose window is fixed at 3, with a K×K window.
-
-    SAME padding; a ``conv 1×1 → BN`` projection when the input width differs from ``filters``; with bounded
-    activations a ReLU6 before and ±6 clipping after, as in `ops.Pool`.
-
-    Args:
-        pool_size: K.
-        filters: Output channels.
-        input_channels: Channels of the input (decides the projection).
-        strides: Pool stride.
-        settings: Shared block settings.
-    """
-
-    def __init__(self, *, pool_size: int, filters: int, input_channels: int, strides: int = 1, **kwargs):
-        super().__init__(**kwargs)
-        self.pool_size = pool_size
-        self.filters = filters
-        self.input_channels = input_channels
-        self.strides = strides
-        self.pool = keras.layers.MaxPooling2D(pool_size, strides=strides, padding="same",
-                                              data_format=self.settings.data_format, name="pool",
-                                              dtype=self.dtype_policy)
-        self.project = input_channels != filters
-        if self.project:
-            self.conv = conv2d(filters, 1, self.settings, name="conv", dtype=self.dtype_policy)
-            self.bn = batch_norm(self.settings, name="bn", dtype=self.dtype_policy)
-
-    def build(self, input_shape):
-        self.pool.build(input_shape)
-        if self.project:
-            self.conv.build(self.output_shape_for(input_shape, channels=self.input_channels, strides=self.strides))
-            self.bn.build(self.compute_output_shape(input_shape))
-
-    def compute_output_shape(self, input_shape):
-        return self.output_shape_for(input_shape, channels=self.filters, strides=self.strides)
-
-    def call(self, x, training=False):
-        if self.settings.bounded_activation:
-            x = keras.ops.relu6(x)
-        x = self.pool(x)
-        if self.project:
-            x = self.bn(self.conv(x), training=training)
-        return clip_if_bounded(x, self.settings)
-
-    def get_config(self):
-        return {**super().get_config(), "pool_size": self.pool_size, "filters": self.filters,
-                "input_channels": self.input_channels, "strides": self.strides}
-
-
 # name -> (layer class, its shape arguments); conv_1x1 and conv_3x3 are the existing `ReluConvBN`.
 _SEARCH_LAYERS = {
     "conv_1x3_3x1": (FactorizedConv, {"kernel_size": 3}),
     "conv_1x7_7x1": (FactorizedConv, {"kernel_size": 7}),
     "dil_conv_3x3": (DilatedConv, {"kernel_size": 3, "separable": False}),
-    "max_pool_5x5": (MaxPool, {"pool_size": 5}),
-    "max_pool_7x7": (MaxPool, {"pool_size": 7}),
+    "max_pool_5x5": (Pool, {"kind": "max", "pool_size": 5}),
+    "max_pool_7x7": (Pool, {"kind": "max", "pool_size": 7}),
     "conv_1x1": (ReluConvBN, {"kernel_size": 1, "clip_output": True}),
     "conv_3x3": (ReluConvBN, {"kernel_size": 3, "clip_output": True}),
     "dil_separable_3x3": (DilatedConv, {"kernel_size": 3, "separable": True}),
@@ -225,6 +174,6 @@ def make_search_operation(
     if operation not in _SEARCH_LAYERS:
         raise UsageError(f"unknown operation {operation!r}; valid: {', '.join(ALL_OPERATIONS)}")
     layer_class, shape = _SEARCH_LAYERS[operation]
-    if layer_class is MaxPool:
+    if layer_class is Pool:
         shape = {**shape, "input_channels": input_channels}
     return layer_class(filters=filters, strides=strides, settings=settings, name=name, dtype=dtype, **shape)
