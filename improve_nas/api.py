@@ -6,7 +6,6 @@ Importing this module imports no Keras: `train` checks its settings before Tenso
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import hashlib
 import json
 import math
@@ -16,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from improve_nas.errors import UsageError
+from improve_nas.errors import UsageError, nearest
 
 # Hparams of `improve_nas.config.HParams` that `grow` accepts as options, under the same names and with the same
 # defaults and checks (the others describe NASNet members, which `grow` does not build).
@@ -173,9 +172,8 @@ def _split_options(options: Mapping[str, Any]) -> tuple[dict, dict]:
     valid = sorted(GROW_HPARAMS + GROW_EXTRAS)
     for name in options:
         if name not in valid:
-            near = difflib.get_close_matches(name, valid, n=3)
-            hint = f"did you mean {', '.join(near)}? " if near else ""
-            raise UsageError(f"unknown option {name!r} of grow; {hint}valid options: {', '.join(valid)}")
+            raise UsageError(f"unknown option {name!r} of grow; {nearest(name, valid)}valid options: "
+                             f"{', '.join(valid)}")
     extras = {name: value for name, value in options.items() if name in GROW_EXTRAS}
     hparams = {name: value for name, value in options.items() if name in GROW_HPARAMS}
     if "ensembler" in extras:
