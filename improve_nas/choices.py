@@ -14,10 +14,12 @@ from improve_nas.adanet.choices import (
 )
 
 GENERATORS = ("simple", "dynamic")  # improve_nas.search.generators.GENERATORS
+SEARCH_SPACES = ("nasnet", "amoeba", "darts")  # improve_nas.search.space.OP_SETS
+PARENTS = ("tournament", "ensemble")  # improve_nas.search.proposals.PARENTS
 AUGMENTATIONS = ("basic", "none")  # improve_nas.data.augment.ImageAugmentation
 DATA_FORMATS = ("NHWC", "NCHW")  # improve_nas.models.nasnet.DATA_FORMATS
 SELECTIONS = ("train", "holdout")  # improve_nas.experiment.partitions
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")  # Keras dtype policy names of the NASNet members
 
 __all__ = ["AUGMENTATIONS", "DATA_FORMATS", "DISTILLATIONS", "DISTRIBUTIONS", "GENERATORS", "LEARNING_RATE_SCHEDULES",
-           "MIXTURE_WEIGHT_TYPES", "OPTIMIZERS", "PRECISIONS", "SELECTIONS"]
+           "MIXTURE_WEIGHT_TYPES", "OPTIMIZERS", "PARENTS", "PRECISIONS", "SEARCH_SPACES", "SELECTIONS"]

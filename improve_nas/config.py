@@ -103,6 +103,19 @@ class HParams:
     selection: str = choice("train", choices.SELECTIONS, owner="improve_nas.choices:SELECTIONS")
     holdout_fraction: float = 0.1  # share of the training partition held out when selection=holdout
     use_mixture_bias: bool = False  # learn a bias [K] in the ensemble logits (AdaNet's use_bias)
+    # Architecture search (README "Searching architectures"; improve_nas.search).
+    # The cells of simple/dynamic: a name of improve_nas.search.space.NAMED_GENOTYPES or a .json file of one genotype
+    genotype: str = "nasnet_a"
+    search_space: str = choice("nasnet", choices.SEARCH_SPACES, owner="improve_nas.search.space:OP_SETS")
+    num_blocks: int = 5  # B, blocks per searched cell (Zoph et al. 2018)
+    candidates_per_iteration: int = 3  # K, genotypes random/evolution/controller train per iteration
+    population: int = 20  # evolution: the last P candidates (Real et al. 2019 used 100)
+    tournament: int = 5  # evolution: S candidates per tournament (Real et al. 2019 used 25)
+    parents: str = choice("tournament", choices.PARENTS, owner="improve_nas.search.proposals:PARENTS")
+    controller_units: int = 100  # LSTM units of the controller (Zoph et al. 2018)
+    controller_learning_rate: float = 0.05  # Adam, one REINFORCE update per iteration
+    controller_entropy_weight: float = 0.01  # entropy bonus of the REINFORCE loss
+    controller_baseline_decay: float = 0.7  # moving-average baseline of the reward
 
     def __post_init__(self) -> None:
         _check_choices(self, what="hparam")
@@ -125,6 +138,17 @@ class HParams:
             raise UsageError(f"hparam label_smoothing={self.label_smoothing} must be in [0, 1)")
         if not 0.0 < self.holdout_fraction < 1.0:
             raise UsageError(f"hparam holdout_fraction={self.holdout_fraction} must be in (0, 1)")
+        for name in ("num_blocks", "candidates_per_iteration", "population", "tournament", "controller_units",
+                     "controller_learning_rate"):
+            _check_positive(name, getattr(self, name))
+        if self.tournament > self.population:
+            raise UsageError(f"hparam tournament={self.tournament} is larger than population={self.population}; "
+                             f"valid: 1..{self.population}")
+        if not 0.0 <= self.controller_baseline_decay < 1.0:
+            raise UsageError(f"hparam controller_baseline_decay={self.controller_baseline_decay} must be in [0, 1)")
+        if self.controller_entropy_weight < 0:
+            raise UsageError(f"hparam controller_entropy_weight={self.controller_entropy_weight} must be >= 0")
+        _check_genotype_reference(self.genotype)
         for name in ("evaluator_batch_size", "evaluator_steps"):
             value = getattr(self, name)
             if value == 0 or value < -1:
@@ -342,6 +366,15 @@ def _check_choices(group, *, what: str) -> None:
 def _check_choice(name: str, value: Any, choices: tuple, *, what: str = "hparam") -> None:
     if value not in choices:
         raise UsageError(f"{what} {name}={value!r} is invalid; choose one of: {', '.join(map(str, choices))}")
+
+
+def _check_genotype_reference(value: str) -> None:
+    """A named genotype, or a path ending in .json (read when the run starts: `search.genotypes.resolve`)."""
+    from improve_nas.search.space import NAMED_GENOTYPES
+
+    if value not in NAMED_GENOTYPES and not value.endswith(".json"):
+        raise UsageError(f"hparam genotype={value!r} is invalid; {nearest(value, NAMED_GENOTYPES)}choose one of: "
+                         f"{', '.join(NAMED_GENOTYPES)}, or the path of a .json file holding one genotype")
 
 
 def _check_positive(name: str, value: float, *, what: str = "hparam") -> None:

@@ -96,7 +96,8 @@ def test_every_closed_choice_list_names_its_owner():
     declared = {field.name for group in (Config, HParams, DataParams) for field in dataclasses.fields(group)
                 if field.metadata.get("choices")}
     assert declared == {"distribution", "precision", "optimizer", "learning_rate_schedule", "knowledge_distillation",
-                        "generator", "mixture_weight_type", "data_format", "selection", "augmentation"}
+                        "generator", "mixture_weight_type", "data_format", "selection", "augmentation", "search_space",
+                        "parents"}
     assert declared <= {field.name for field in _choice_fields()}
 
 

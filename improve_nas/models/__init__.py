@@ -4,10 +4,22 @@
 structure, `ops` / `layers` / `cells` the building blocks, and `summary` the parameter
 and multiply-add counts. `search_ops` has layers for the other operations of the NASNet search
 space (`improve_nas.search.space`), not yet used by the cells. The package knows nothing of AdaNet.
+Importing it imports no Keras: its exports load on first access.
 """
 
-from improve_nas.models.genotype import NASNET_A_NORMAL, NASNET_A_REDUCTION, CellGenotype
-from improve_nas.models.nasnet import NASNet
-from improve_nas.models.summary import format_summary, summarize
+import importlib
 
-__all__ = ["NASNet", "CellGenotype", "NASNET_A_NORMAL", "NASNET_A_REDUCTION", "summarize", "format_summary"]
+_EXPORTS = {"genotype": ("NASNET_A_NORMAL", "NASNET_A_REDUCTION", "CellGenotype"), "nasnet": ("NASNet",),
+            "summary": ("format_summary", "summarize")}
+_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
+__all__ = sorted(_MODULE_OF)
+
+
+def __getattr__(name: str):
+    if name in _MODULE_OF:
+        return getattr(importlib.import_module(f"improve_nas.models.{_MODULE_OF[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -19,6 +19,9 @@ from improve_nas.errors import UsageError
 from improve_nas.search import space
 
 STRATEGIES = ("random", "evolution")
+# Where evolution's parents come from: a tournament over the population (Real et al. 2019), or the members of the
+# current ensemble (NES-RE, Zaidi et al. 2021)
+PARENTS = ("tournament", "ensemble")
 DEFAULT_POPULATION = 20
 DEFAULT_TOURNAMENT = 5
 _RANDOM_STREAM, _EVOLUTION_STREAM = 1, 2
