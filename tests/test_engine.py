@@ -62,8 +62,13 @@ def test_resume_after_a_kill_mid_iteration_loses_and_repeats_nothing(tmp_path):
     assert [s["iteration"] for s in resumed] == [0, 1, 2]
     for got, want in zip(resumed, reference):
         assert got["members"] == want["members"] and got["global_step"] == want["global_step"]
-        assert got["ensemble"]["accuracy"] == pytest.approx(want["ensemble"]["accuracy"], abs=1e-6)
+        # The losses are the exactness check: one step lost or repeated moves them by ~1e-2. The toy ensemble is
+        # near chance after 6 steps (loss ~1.04 of ln 3), so float round-off that differs between CPU thread
+        # schedules can flip a near-tied argmax: accuracy may differ by up to 2 of the 32 test images.
         assert got["ensemble"]["loss"] == pytest.approx(want["ensemble"]["loss"], rel=1e-4)
+        for name, metrics in want["member_metrics"].items():
+            assert got["member_metrics"][name]["loss"] == pytest.approx(metrics["loss"], rel=1e-4)
+        assert got["ensemble"]["accuracy"] == pytest.approx(want["ensemble"]["accuracy"], abs=2 / 32 + 1e-6)
 
 
 def test_a_finished_run_rerun_adds_nothing(tmp_path):
