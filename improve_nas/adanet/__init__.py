@@ -32,9 +32,10 @@ _EXPORTS = {
     "losses": ("Distillation",),
     "optimizers": ("make_optimizer",),
     "runtime.run_directory": ("RunDirectory",),
-    "selection": ("Selection", "evaluate_adanet_losses", "needs_selection_losses", "select_candidate"),
+    "selection": ("Selection", "SelectionPass", "evaluate_adanet_losses", "evaluate_selection", "needs_selection_losses",
+                  "select_candidate"),
     "strategies": ("AllStrategy", "EnsembleCandidate", "GrowStrategy", "SoloStrategy", "Strategy", "make_strategy"),
-    "subnetwork": ("Builder", "EnsembleRecord", "Generator", "MemberRecord"),
+    "subnetwork": ("Builder", "CandidateRecord", "EnsembleRecord", "Generator", "MemberRecord"),
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
 __all__ = sorted(_MODULE_OF)

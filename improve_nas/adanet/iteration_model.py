@@ -228,6 +228,10 @@ class IterationModel(keras.Model):
                 + [self.builders[i].complexity for i in new],
                 name=f"ensembler_{full_name}"))
 
+    def candidate_new_members(self) -> list[list[int]]:
+        """Per candidate ensemble (`candidate_names` order), the indices of the new subnetworks it holds."""
+        return [list(new) for _, new in self._candidate_members]
+
     def _previous_needed_in_training(self) -> list[int]:
         """Indices of the frozen members some training loss reads (docs/design.md §2: skip the others)."""
         needed = set()

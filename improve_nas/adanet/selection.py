@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from improve_nas.adanet.runtime.evaluation import per_example_cross_entropy
+from improve_nas.adanet.runtime.evaluation import classification_metrics, per_example_cross_entropy
 from improve_nas.adanet.runtime.inference import BatchedPredictor
 
 
@@ -82,13 +82,33 @@ def select_candidate(
     return Selection(index=first + int(np.nanargmin(eligible)), losses=values)
 
 
+@dataclasses.dataclass(frozen=True)
+class SelectionPass:
+    """What one evaluator pass measures: each selection candidate's loss, and each new member's own metrics.
+
+    Attributes:
+        losses: One AdaNet loss per `IterationModel.selection_names` entry (`evaluate_adanet_losses`).
+        members: New member name -> {"loss": mean cross-entropy, "accuracy"} of its own logits, over the same rows.
+    """
+
+    losses: list[float]
+    members: dict[str, dict[str, float]]
+
+
 def evaluate_adanet_losses(model, images: np.ndarray, labels: np.ndarray, *, batch_size: int,
                            steps: int | None = None, predict: BatchedPredictor) -> list[float]:
-    """Mean per-batch AdaNet loss of each selection candidate of an `IterationModel`.
+    """Mean per-batch AdaNet loss of each selection candidate of an `IterationModel` (`evaluate_selection`)."""
+    return evaluate_selection(model, images, labels, batch_size=batch_size, steps=steps, predict=predict).losses
+
+
+def evaluate_selection(model, images: np.ndarray, labels: np.ndarray, *, batch_size: int,
+                       steps: int | None = None, predict: BatchedPredictor) -> SelectionPass:
+    """One evaluator pass: the selection candidates' AdaNet losses and the new members' own loss and accuracy.
 
     The evaluator's batches are the partition's consecutive `batch_size` rows (the first `steps` of them, or all), as
     AdaNet's evaluator read them; each batch's mean cross-entropy counts once, a partial last batch included. `predict`
-    runs the model over those rows in chunks of its own size, which changes no result (`inference.py`).
+    runs the model over those rows in chunks of its own size, which changes no result (`inference.py`). A member's own
+    metrics are means over the rows (what a generator learning from the run reads, not what selection compares).
 
     Args:
         model: The trained `IterationModel`; run in inference mode.
@@ -99,17 +119,20 @@ def evaluate_adanet_losses(model, images: np.ndarray, labels: np.ndarray, *, bat
         predict: A `BatchedPredictor`.
 
     Returns:
-        One loss per `model.selection_names` entry: plain CE of the ensemble logits plus the
-        ensemble's complexity penalty, averaged over batches.
+        `SelectionPass`: per `model.selection_names` entry, plain CE of the ensemble logits plus the ensemble's
+        complexity penalty, averaged over batches; per new member, its loss and accuracy.
     """
     rows = len(images) if steps is None else min(len(images), steps * batch_size)
     if rows == 0:
         raise ValueError("evaluate_adanet_losses got no examples")
     labels = np.asarray(labels).reshape(-1)[:rows]
-    ensembles = predict(model, images[:rows], pick=lambda outputs: outputs["ensembles"])
+    outputs = predict(model, images[:rows], pick=lambda out: {
+        "ensembles": out["ensembles"], "members": {name: out["members"][name] for name in model.member_names}})
     batch = np.arange(rows) // batch_size
     counts = np.bincount(batch)
     penalties = np.asarray(model.complexity_penalties(), dtype=np.float64)
-    per_batch = [np.bincount(batch, weights=per_example_cross_entropy(ensembles[name], labels)) / counts
+    per_batch = [np.bincount(batch, weights=per_example_cross_entropy(outputs["ensembles"][name], labels)) / counts
                  for name in model.selection_names]
-    return [float(v) for v in np.mean(per_batch, axis=1) + penalties]
+    members = {name: classification_metrics(logits, labels.astype(np.int64))
+               for name, logits in outputs["members"].items()}
+    return SelectionPass(losses=[float(v) for v in np.mean(per_batch, axis=1) + penalties], members=members)

@@ -10,9 +10,10 @@ A search space plugs in through two interfaces:
   that subnetwork's own loss. A subnetwork may compute in any precision (e.g. a `mixed_bfloat16`
   dtype policy); the engine casts its outputs to float32 (`float32_outputs`), so losses, mixture
   weights and metrics are always float32.
-- `Generator`: proposes the builders of iteration t from the previous ensemble's record. It must be
-  a deterministic function of `(previous_ensemble, iteration, state)`, because the loop rebuilds
-  earlier members on resume by asking it again and picking builders by name.
+- `Generator`: proposes the builders of iteration t from the previous ensemble's record and, if it
+  asks for it (a `history` parameter), the record of every candidate trained so far
+  (`CandidateRecord`s, chosen or not). It must be a deterministic function of `(previous_ensemble,
+  iteration, history, state)`, so that a resumed run proposes what an uninterrupted one proposes.
 
 What persists of a finished ensemble is plain data (`MemberRecord`, `EnsembleRecord`), JSON
 round-trippable, with no Keras objects inside; member weights are saved beside it by the loop.
@@ -64,13 +65,16 @@ class Generator(abc.ABC):
 
     @abc.abstractmethod
     def generate_candidates(
-        self, previous_ensemble: EnsembleRecord | None, iteration: int
+        self, previous_ensemble: EnsembleRecord | None, iteration: int, history: Sequence[CandidateRecord] = ()
     ) -> list[Builder]:
         """Returns the builders to train in `iteration` (0-based), with unique names.
 
         Args:
             previous_ensemble: The ensemble chosen at the end of `iteration - 1`, or None at 0.
             iteration: The AdaNet iteration about to start.
+            history: Every candidate subnetwork trained in iterations 0..iteration-1, in order. The loop passes it
+                only to a generator whose `generate_candidates` declares a `history` parameter (or **kwargs), so
+                generators written before it existed keep working.
         """
 
     def state_dict(self) -> dict[str, Any]:
@@ -174,6 +178,47 @@ class EnsembleRecord:
     @classmethod
     def from_json(cls, text: str) -> EnsembleRecord:
         return cls.from_dict(json.loads(text))
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class CandidateRecord:
+    """One candidate subnetwork a finished iteration trained, chosen or not: what a searching generator learns from.
+
+    Attributes:
+        name: `t{iteration}_{builder_name}`.
+        iteration: The iteration that trained it.
+        builder_name: `Builder.name`.
+        shared: `Builder.shared()` (e.g. its architecture).
+        complexity: `Builder.complexity`.
+        selection_loss: The lowest selection loss among the candidate ensembles it belonged to: the loss of the
+            ensemble it would have made with the members chosen before it. None when selection evaluated nothing
+            (one candidate, or force_grow with one new one).
+        loss, accuracy: Its own cross-entropy and accuracy on the selection partition, from the same evaluator pass;
+            None without one (nothing evaluated, or selection by the EMA of the training loss).
+        params: Its trainable parameters.
+        train_seconds: Seconds the iteration trained; the candidates of one iteration train fused, so they share it.
+        chosen: Whether it joined the chosen ensemble.
+    """
+
+    name: str
+    iteration: int
+    builder_name: str
+    shared: dict[str, Any] = dataclasses.field(default_factory=dict)
+    complexity: float = 1.0
+    selection_loss: float | None = None
+    loss: float | None = None
+    accuracy: float | None = None
+    params: int = 0
+    train_seconds: float = 0.0
+    chosen: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> CandidateRecord:
+        known = {field.name for field in dataclasses.fields(cls)}
+        return cls(**{key: value for key, value in data.items() if key in known})
 
 
 def float32_outputs(outputs: Mapping[str, Any]) -> dict[str, Any]:

@@ -3,11 +3,15 @@
 `grow_ensemble` knows nothing of NASNet or images: it takes a generator of subnetwork builders, numpy partitions, and
 a factory for the preprocessing layer. Per iteration t (docs/design.md §3):
 
-1. start from a clean Keras state, seeded from (seed, t), and load the ensemble chosen at t−1 from disk (frozen);
-2. build the fused `IterationModel` of the generator's candidates and one optimizer with per-candidate clipping;
+1. ask the generator for iteration t's candidates (`propose_candidates`: its state stored with t−1, and the record of
+   every candidate trained so far, for a generator that reads it), outside any distribution scope;
+2. start from a clean Keras state, seeded from (seed, t), load the ensemble chosen at t−1 from disk (frozen), and
+   build the fused `IterationModel` of the candidates and one optimizer with per-candidate clipping;
 3. restore the newest mid-iteration checkpoint, if any, and train the remaining steps in `fit` chunks, writing a
    checkpoint after each chunk (every `checkpoint_steps` steps or `checkpoint_secs` seconds);
 4. select the best candidate ensemble (docs/original_code.md §6.7), evaluate it and its members on the test partition;
+   record every candidate (`CandidateRecord`: its selection loss, own loss and accuracy on the selection partition,
+   size, whether it was chosen) in the report entry's `subnetworks`;
 5. publish `iterations/<t>/` whole (architecture, report entry, new members) and drop the checkpoints.
 
 Re-running on the same directory skips every published iteration, and continues an unfinished one from its newest
@@ -20,6 +24,7 @@ iteration runs inside its scope.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import math
 import time
 from collections.abc import Callable
@@ -40,9 +45,15 @@ from improve_nas.adanet.runtime.evaluation import evaluate
 from improve_nas.adanet.runtime.inference import BatchedPredictor, default_inference_batch_size
 from improve_nas.adanet.runtime.memory import released_after
 from improve_nas.adanet.runtime.run_directory import RunDirectory
-from improve_nas.adanet.selection import evaluate_adanet_losses, needs_selection_losses, select_candidate
+from improve_nas.adanet.selection import (
+    Selection,
+    SelectionPass,
+    evaluate_selection,
+    needs_selection_losses,
+    select_candidate,
+)
 from improve_nas.adanet.strategies import Strategy, make_strategy
-from improve_nas.adanet.subnetwork import Generator
+from improve_nas.adanet.subnetwork import Builder, CandidateRecord, EnsembleRecord, Generator
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -122,12 +133,15 @@ def grow_ensemble(*, run_dir: RunDirectory, settings: EngineSettings, generator:
                                on_shrink=lambda message: print(message, flush=True) if settings.verbose else None)
     device_data = None
     for iteration in range(len(finished), settings.num_iterations):
-        keras.backend.clear_session()  # makes layer names reproducible
+        # Outside the distribution scope: a generator may build and train Keras models of its own (a controller)
+        builders = propose_candidates(generator, run_dir, iteration)
+        keras.backend.clear_session()  # makes layer names reproducible, whatever the generator built
         # distribution.scope() is entered after clear_session, which would forget a JAX distribution
         with released_after(), distribution.scope():
             if settings.data_on_device and device_data is None:  # uploaded once, used by every iteration
                 device_data = DeviceData(data.x_train, data.y_train, name="training_data")
-            summary = _run_iteration(iteration, run_dir=run_dir, settings=settings, generator=generator, data=data,
+            summary = _run_iteration(iteration, builders, run_dir=run_dir, settings=settings, generator=generator,
+                                     data=data,
                                      make_preprocessing=make_preprocessing, make_callbacks=make_callbacks,
                                      on_write=on_write or (lambda: None), distribution=distribution,
                                      device_data=device_data, predict=predict)
@@ -145,16 +159,33 @@ def load_final_ensemble(run_dir: RunDirectory) -> FrozenEnsemble:
     return run_dir.load_ensemble(finished[-1])
 
 
-def _run_iteration(iteration: int, *, run_dir: RunDirectory, settings: EngineSettings, generator: Generator,
-                   data: Partitions, make_preprocessing: PreprocessingFactory,
+def propose_candidates(generator: Generator, run_dir: RunDirectory, iteration: int) -> list[Builder]:
+    """The builders `generator` proposes for `iteration`, from its state and the record of the finished iterations.
+
+    The state is the one stored with iteration `iteration - 1`, so a rerun proposes exactly what the first run did.
+    """
+    previous = None
+    if iteration:
+        architecture = run_dir.architecture(iteration - 1)
+        generator.load_state_dict(architecture["generator_state"])
+        previous = EnsembleRecord.from_dict(architecture["ensemble"])
+    if _takes_history(generator):
+        return generator.generate_candidates(previous, iteration, history=run_dir.candidate_history(iteration))
+    return generator.generate_candidates(previous, iteration)
+
+
+def _takes_history(generator: Generator) -> bool:
+    parameters = inspect.signature(generator.generate_candidates).parameters.values()
+    return any(p.name == "history" or p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
+
+
+def _run_iteration(iteration: int, builders: list[Builder], *, run_dir: RunDirectory, settings: EngineSettings,
+                   generator: Generator, data: Partitions, make_preprocessing: PreprocessingFactory,
                    make_callbacks: CallbackFactory | None, on_write: Callable[[], None],
                    distribution: Distribution, device_data: DeviceData | None, predict: BatchedPredictor) -> dict:
     iteration_seed = derive_seed(settings.seed, iteration)
     keras.utils.set_random_seed(iteration_seed)
     previous = run_dir.load_ensemble(iteration - 1) if iteration else None
-    if iteration:
-        generator.load_state_dict(run_dir.architecture(iteration - 1)["generator_state"])
-    builders = generator.generate_candidates(previous.record if previous else None, iteration)
     num_selection = len(make_strategy(settings.strategy).generate_ensemble_candidates(
         builders, previous.record if previous else None)) + (1 if previous else 0)
     selects = needs_selection_losses(num_candidates=num_selection, has_previous=previous is not None,
@@ -175,12 +206,18 @@ def _run_iteration(iteration: int, *, run_dir: RunDirectory, settings: EngineSet
         train_seconds = _train(model, iteration, run_dir=run_dir, settings=settings, data=data, seed=iteration_seed,
                                make_callbacks=make_callbacks, on_write=on_write)
 
-    selection = select_candidate(
-        num_candidates=len(model.selection_names), has_previous=previous is not None,
-        force_grow=settings.force_grow,
-        losses=lambda: (evaluate_adanet_losses(
+    evaluated: dict[str, SelectionPass] = {}
+
+    def selection_losses() -> list[float]:
+        if not settings.use_evaluator:
+            return model.adanet_loss_emas()
+        evaluated["pass"] = evaluate_selection(
             distribution.for_inference(model), data.x_select, data.y_select, batch_size=settings.evaluator_batch_size,
-            steps=settings.evaluator_steps, predict=predict) if settings.use_evaluator else model.adanet_loss_emas()))
+            steps=settings.evaluator_steps, predict=predict)
+        return evaluated["pass"].losses
+
+    selection = select_candidate(num_candidates=len(model.selection_names), has_previous=previous is not None,
+                                 force_grow=settings.force_grow, losses=selection_losses)
     chosen = model.frozen_ensemble(selection.index)
     test_rows = len(data.x_test) if settings.eval_steps is None else settings.eval_steps * settings.eval_batch_size
     metrics = evaluate(
@@ -206,6 +243,9 @@ def _run_iteration(iteration: int, *, run_dir: RunDirectory, settings: EngineSet
         "train_seconds": round(train_seconds, 3),
         "global_step": (iteration + 1) * settings.iteration_steps,
     }
+    summary["subnetworks"] = [record.to_dict() for record in _candidate_records(
+        model, selection, evaluated.get("pass"), chosen_names=summary["members"],
+        train_seconds=summary["train_seconds"])]
     architecture = {"iteration": iteration, "ensemble": chosen.record.to_dict(), "num_classes": data.num_classes,
                     "member_params": summary["member_params"],
                     "generator_state": generator.state_dict(), "selection_names": model.selection_names,
@@ -252,6 +292,32 @@ def _train(model: IterationModel, iteration: int, *, run_dir: RunDirectory, sett
     return earlier + time.monotonic() - started
 
 
+def _candidate_records(model: IterationModel, selection: Selection, evaluated: SelectionPass | None, *,
+                       chosen_names: list[str], train_seconds: float) -> list[CandidateRecord]:
+    """The record of every new subnetwork of the iteration (what `Generator`s with a `history` read next)."""
+    lowest: dict[int, float] = {}  # new subnetwork index -> lowest selection loss of the ensembles holding it
+    if selection.losses is not None:
+        offset = len(model.selection_names) - len(model.candidate_names)  # the previous ensemble comes first
+        for candidate, new in enumerate(model.candidate_new_members()):
+            loss = selection.losses[offset + candidate]
+            for index in new:
+                if not math.isnan(loss) and (index not in lowest or loss < lowest[index]):
+                    lowest[index] = loss
+    records = []
+    for index, (name, builder, subnetwork) in enumerate(zip(model.member_names, model.builders, model.subnetworks)):
+        own = evaluated.members.get(name, {}) if evaluated is not None else {}
+        records.append(CandidateRecord(
+            name=name, iteration=model.iteration, builder_name=builder.name, shared=dict(builder.shared()),
+            complexity=float(builder.complexity), selection_loss=lowest.get(index), loss=own.get("loss"),
+            accuracy=own.get("accuracy"), params=_trainable_params(subnetwork), train_seconds=train_seconds,
+            chosen=name in chosen_names))
+    return records
+
+
+def _trainable_params(model: keras.Model) -> int:
+    return int(sum(math.prod(w.shape) for w in model.trainable_weights))
+
+
 def derive_seed(seed: int, iteration: int) -> int:
     """A seed for iteration t, independent of the others' (members must not start correlated)."""
     return int(np.random.SeedSequence([seed, iteration]).generate_state(1)[0] % 2**31)
@@ -260,8 +326,7 @@ def derive_seed(seed: int, iteration: int) -> int:
 def _member_params(run_dir: RunDirectory, iteration: int, new_members: dict) -> dict[str, int]:
     """Trainable parameters of every member so far: new ones counted now, frozen ones as recorded when trained."""
     counts = dict(run_dir.architecture(iteration - 1).get("member_params", {})) if iteration else {}
-    counts.update({name: int(sum(math.prod(w.shape) for w in member.trainable_weights))
-                   for name, member in new_members.items()})
+    counts.update({name: _trainable_params(member) for name, member in new_members.items()})
     return counts
 
 

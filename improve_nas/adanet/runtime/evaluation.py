@@ -18,7 +18,8 @@ def per_example_cross_entropy(logits: np.ndarray, labels: np.ndarray) -> np.ndar
     return -log_probs[np.arange(len(labels)), np.asarray(labels).reshape(-1).astype(np.int64)]
 
 
-def _metrics(logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+def classification_metrics(logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """Accuracy and mean softmax cross-entropy of integer `labels` [N] under `logits` [N, K]."""
     return {"accuracy": float((np.asarray(logits).argmax(axis=-1) == labels).mean()),
             "loss": float(per_example_cross_entropy(logits, labels).mean())}
 
@@ -39,6 +40,6 @@ def evaluate(model, images: np.ndarray, labels: np.ndarray, *, predict: BatchedP
         raise ValueError("evaluation got no examples")
     labels = np.asarray(labels).reshape(-1).astype(np.int64)
     outputs = predict(model, images)
-    return {"ensemble": _metrics(outputs["logits"], labels),
-            "members": {name: _metrics(logits, labels) for name, logits in outputs["members"].items()},
+    return {"ensemble": classification_metrics(outputs["logits"], labels),
+            "members": {name: classification_metrics(logits, labels) for name, logits in outputs["members"].items()},
             "examples": len(labels)}

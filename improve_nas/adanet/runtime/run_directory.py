@@ -2,7 +2,7 @@
 
     config.json, env.json            written by the caller
     iterations/<t>/architecture.json the chosen ensemble (members, mixture weights), generator state, selection
-    iterations/<t>/summary.json      the iteration's report entry
+    iterations/<t>/summary.json      the iteration's report entry, with the record of every candidate it trained
     iterations/<t>/members/<m>.keras the member(s) trained in iteration t (architecture and weights)
     iterations/<t>/manifest.json     size and SHA-256 of each file above (`integrity`), checked before use
     checkpoints/<t>/ckpt-<step>.npz  mid-iteration state of the iteration in progress
@@ -22,7 +22,7 @@ from typing import Any
 import keras
 
 from improve_nas.adanet.iteration_model import FrozenEnsemble
-from improve_nas.adanet.subnetwork import EnsembleRecord, MemberRecord
+from improve_nas.adanet.subnetwork import CandidateRecord, EnsembleRecord, MemberRecord
 from improve_nas.storage import fileio, integrity
 
 ARCHITECTURE = integrity.ARCHITECTURE
@@ -90,6 +90,12 @@ class RunDirectory:
 
     def summaries(self) -> list[dict[str, Any]]:
         return [self._read_json(t, SUMMARY) for t in self.finished_iterations()]
+
+    def candidate_history(self, iteration: int) -> list[CandidateRecord]:
+        """The record of every candidate subnetwork trained in iterations 0..iteration-1 (their summaries'
+        `subnetworks`), in order; iterations written before the record existed contribute nothing."""
+        return [CandidateRecord.from_dict(entry) for t in range(iteration)
+                for entry in self._read_json(t, SUMMARY).get("subnetworks", [])]
 
     def load_ensemble(self, iteration: int) -> FrozenEnsemble:
         """The ensemble chosen at the end of `iteration`, members loaded (frozen) from their iterations."""
