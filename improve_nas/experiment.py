@@ -37,7 +37,7 @@ def experiment(config: Config, dataset: ImageDataset, *, seed: int, augmentation
     Raises:
       UsageError: `selection=holdout` leaves no training or no selection examples.
     """
-    import improve_nas.models  # noqa: F401  registers NASNet with Keras: members saved earlier load on resume
+    import improve_nas.models.nasnet  # noqa: F401  registers NASNet with Keras: members saved earlier load on resume
     from improve_nas.search.generators import make_generator
 
     data = partitions(dataset, config, seed=seed)
