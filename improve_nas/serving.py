@@ -16,9 +16,9 @@ import keras
 from keras import ops
 
 from improve_nas import keras_members
-from improve_nas.models import nasnet
 from improve_nas.adanet import ensemble_model, ensemblers
 from improve_nas.data import augment
+from improve_nas.models import nasnet
 
 # Imported for the classes they register, so that loading an exported `ensemble.keras` needs only this module.
 REGISTERING_MODULES = (ensemble_model, ensemblers, augment, nasnet, keras_members)
