@@ -13,7 +13,7 @@ from improve_nas.adanet.choices import (
     OPTIMIZERS,
 )
 
-GENERATORS = ("simple", "dynamic")  # improve_nas.search.generators.GENERATORS
+GENERATORS = ("simple", "dynamic", "random", "evolution", "controller")  # improve_nas.search.generators.GENERATORS
 SEARCH_SPACES = ("nasnet", "amoeba", "darts")  # improve_nas.search.space.OP_SETS
 PARENTS = ("tournament", "ensemble")  # improve_nas.search.proposals.PARENTS
 AUGMENTATIONS = ("basic", "none")  # improve_nas.data.augment.ImageAugmentation

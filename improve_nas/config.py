@@ -148,6 +148,9 @@ class HParams:
             raise UsageError(f"hparam controller_baseline_decay={self.controller_baseline_decay} must be in [0, 1)")
         if self.controller_entropy_weight < 0:
             raise UsageError(f"hparam controller_entropy_weight={self.controller_entropy_weight} must be >= 0")
+        if self.generator in ("evolution", "controller") and self.candidates_per_iteration < 2:
+            raise UsageError(f"hparam candidates_per_iteration={self.candidates_per_iteration}: generator "
+                             f"{self.generator} ranks the candidates of an iteration against each other; use 2 or more")
         _check_genotype_reference(self.genotype)
         for name in ("evaluator_batch_size", "evaluator_steps"):
             value = getattr(self, name)

@@ -41,7 +41,8 @@ def experiment(config: Config, dataset: ImageDataset, *, seed: int, augmentation
     from improve_nas.search.generators import make_generator
 
     data = partitions(dataset, config, seed=seed)
-    generator = make_generator(config.hparams, iteration_steps=config.iteration_steps, dtype=config.precision)
+    generator = make_generator(config.hparams, iteration_steps=config.iteration_steps, seed=seed,
+                               dtype=config.precision)
     return Experiment(settings=engine_settings(config, seed=seed), data=data, generator=generator,
                       make_preprocessing=lambda layer_seed: make_augmentation(
                           config, seed=layer_seed, augmentation_class=augmentation_class))

@@ -1,10 +1,15 @@
-"""The improve_nas subnetwork generators: what each AdaNet iteration tries (docs/original_code.md §2.3)."""
+"""The improve_nas subnetwork generators: what each AdaNet iteration tries (docs/original_code.md §2.3).
+
+simple and dynamic come from the 2019 code; random, evolution and controller search the cell space
+(`strategy_generators.py`).
+"""
 
 from __future__ import annotations
 
 from improve_nas.adanet.subnetwork import EnsembleRecord, Generator
 from improve_nas.config import HParams
 from improve_nas.search.builders import NASNetBuilder
+from improve_nas.search.strategy_generators import ControllerGenerator, EvolutionGenerator, RandomGenerator
 
 DEEPER_CELLS = 3  # the dynamic generator's "deeper" candidate adds one cell per stack
 WIDER_FILTERS = 10  # and its "wider" candidate adds this many base filters
@@ -40,9 +45,15 @@ class DynamicGenerator(Generator):
                 self._base.with_architecture(num_cells=cells, num_conv_filters=filters + WIDER_FILTERS)]
 
 
-GENERATORS = {"simple": SimpleGenerator, "dynamic": DynamicGenerator}
+SEARCH_GENERATORS = {"random": RandomGenerator, "evolution": EvolutionGenerator, "controller": ControllerGenerator}
+GENERATORS = {"simple": SimpleGenerator, "dynamic": DynamicGenerator, **SEARCH_GENERATORS}
 
 
-def make_generator(hparams: HParams, *, iteration_steps: int, dtype: str | None = None) -> Generator:
-    """The `hparams.generator` generator; its NASNets use the Keras dtype policy `dtype` (None: the global one)."""
+def make_generator(hparams: HParams, *, iteration_steps: int, seed: int = 0, dtype: str | None = None) -> Generator:
+    """The `hparams.generator` generator; its NASNets use the Keras dtype policy `dtype` (None: the global one).
+
+    The searching generators draw their proposals from `seed`, the run's root seed.
+    """
+    if hparams.generator in SEARCH_GENERATORS:
+        return SEARCH_GENERATORS[hparams.generator](hparams, iteration_steps=iteration_steps, seed=seed, dtype=dtype)
     return GENERATORS[hparams.generator](hparams, iteration_steps=iteration_steps, dtype=dtype)
