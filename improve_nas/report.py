@@ -158,9 +158,29 @@ def format_markdown(report: dict[str, Any]) -> str:
             loss = candidate["selection_loss"]
             lines.append(f"| {candidate['name']} | {'—' if loss is None else f'{loss:.4f}'} |")
         lines.append("")
+        if entry.get("subnetworks"):
+            lines.extend(_subnetwork_table(entry["subnetworks"]))
         lines.append("| member | test accuracy | test loss |")
         lines.append("|---|---|---|")
         for name, metrics in entry["member_metrics"].items():
             lines.append(f"| {name} | {metrics['accuracy']:.4f} | {metrics['loss']:.4f} |")
         lines.append("")
     return "\n".join(lines)
+
+
+def _subnetwork_table(subnetworks: list[dict[str, Any]]) -> list[str]:
+    """Every candidate subnetwork of an iteration: its selection results, size and genotype (text form)."""
+    from improve_nas.search.space import Genotype
+
+    def number(value, spec):
+        return "—" if value is None else format(value, spec)
+
+    lines = ["| subnetwork | chosen | selection loss | own loss (selection data) | own accuracy | params | genotype |",
+             "|---|---|---|---|---|---|---|"]
+    for sub in subnetworks:
+        shared = sub.get("shared", {})
+        genotype = f"`{Genotype.from_dict(shared['genotype']).text()}`" if "genotype" in shared else "—"
+        lines.append(f"| {sub['name']} | {'yes' if sub.get('chosen') else ''} | {number(sub.get('selection_loss'), '.4f')}"
+                     f" | {number(sub.get('loss'), '.4f')} | {number(sub.get('accuracy'), '.4f')} | "
+                     f"{sub.get('params', 0):,} | {genotype} |")
+    return lines + [""]

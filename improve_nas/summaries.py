@@ -5,7 +5,8 @@
     tensorboard/subnetwork/<member>/eval/  its test accuracy and loss, at the iteration's end
     tensorboard/ensemble/<candidate>/   adanet_loss, its terms adanet_loss/cross_entropy, adanet_loss/complexity;
                                         mixture-weight L1 norms (the chosen one, at the iteration's end)
-    tensorboard/                        iteration, test accuracy and loss of the chosen ensemble
+    tensorboard/                        iteration, test accuracy and loss of the chosen ensemble; the genotypes
+                                        chosen in the iteration (text), when the members have one
 
 Training values are written every `--save_summary_steps` steps, each the value of that step (on that step's batch), so
 the curves do not depend on the checkpoint period. The subnetwork terms and, when training computes the ensembles
@@ -45,6 +46,12 @@ class _Writers:
             self._writers[directory] = self._tf.summary.create_file_writer(os.path.join(self._root, directory))
         with self._writers[directory].as_default(step=step):
             self._tf.summary.scalar(tag, float(value))
+
+    def text(self, directory: str, tag: str, value: str, step: int) -> None:
+        if directory not in self._writers:
+            self._writers[directory] = self._tf.summary.create_file_writer(os.path.join(self._root, directory))
+        with self._writers[directory].as_default(step=step):
+            self._tf.summary.text(tag, value)
 
     def flush(self) -> None:
         for writer in self._writers.values():
@@ -122,4 +129,20 @@ def write_iteration_summary(root: str, summary: dict) -> None:
     for index, weight in enumerate(summary["mixture_weights"]):
         writers.scalar(f"ensemble/{summary['chosen']}", f"mixture_weight_norms/subnetwork_{index}",
                        float(np.abs(np.asarray(weight, dtype=np.float64)).sum()), step)
+    chosen = chosen_genotypes(summary)
+    if chosen:
+        writers.text("", "chosen_genotypes", chosen, step)
     writers.flush()
+
+
+def chosen_genotypes(summary: dict) -> str:
+    """Markdown lines `member (hash): text form` of the iteration's chosen candidates that have a genotype."""
+    from improve_nas.search.space import Genotype
+
+    lines = []
+    for entry in summary.get("subnetworks", []):
+        shared = entry.get("shared", {})
+        if entry.get("chosen") and "genotype" in shared:
+            genotype = Genotype.from_dict(shared["genotype"])
+            lines.append(f"- `{entry['name']}` ({genotype.digest()}): `{genotype.text()}`")
+    return "\n".join(lines)
