@@ -1,4 +1,4 @@
-"""The `improve-nas` console script: train | summary | report | predict | bench | submit.
+"""The `improve-nas` console script: train | summary | report | arch | predict | bench | submit.
 
 Dispatch only: each subcommand parses its arguments and calls one library function.
 """
@@ -13,7 +13,7 @@ from improve_nas import __version__
 from improve_nas.errors import UsageError
 from improve_nas.quiet import quiet_tensorflow_start_up
 
-SUBCOMMANDS = ("train", "summary", "report", "predict", "bench", "submit")
+SUBCOMMANDS = ("train", "summary", "report", "arch", "predict", "bench", "submit")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,6 +27,7 @@ def main(argv: list[str] | None = None) -> int:
               "  train    grow an ensemble (the flags of python -m improve_nas.trainer.trainer)\n"
               "  summary  parameters, multiply-adds and stages of the NASNet an --hparams string describes\n"
               "  report   the per-iteration table of a run directory\n"
+              "  arch     the normal and reduction cell of every member of a run's ensemble (svg, png, dot, text, json)\n"
               "  predict  classes and probabilities of a run's exported ensemble for .npz/.npy/PNG/JPEG images\n"
               "  bench    training throughput of the engine\n"
               "  submit   run training as a Google Cloud Vertex AI custom job\n"
@@ -118,6 +119,20 @@ def _report(argv: list[str]) -> int:
     return 0
 
 
+def _arch(argv: list[str]) -> int:
+    from improve_nas import ensemble_cells
+
+    parser = _parser("arch", "Draw the normal and reduction cell of every member of a run's ensemble.")
+    parser.add_argument("model_dir", help="run directory, local or gs://BUCKET/PATH")
+    parser.add_argument("--iteration", type=int, default=None, help="whose ensemble (default: the last finished)")
+    parser.add_argument("--format", default=None, help=f"{' | '.join(ensemble_cells.FORMATS)} (default: what --out's "
+                        f"extension says, else {ensemble_cells.DEFAULT_FORMAT}); svg and png need --out")
+    parser.add_argument("--out", default=None, help="write here instead of stdout")
+    args = parser.parse_args(argv)
+    ensemble_cells.run(args.model_dir, iteration=args.iteration, output_format=args.format, out=args.out)
+    return 0
+
+
 def _predict(argv: list[str]) -> int:
     parser = _parser("predict", "Classify images with the exported ensemble of a run directory.")
     parser.add_argument("model_dir", help="run directory (or its export/ensemble.keras)")
@@ -160,6 +175,7 @@ def _parse_shape(text: str) -> tuple[int, int, int]:
 _COMMANDS = {
     "summary": _summary,
     "report": _report,
+    "arch": _arch,
     "predict": _predict,
     "bench": _bench,
     "submit": _submit,

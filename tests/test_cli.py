@@ -100,7 +100,7 @@ def test_help_lists_the_original_flags():
 def test_console_script_unknown_subcommand():
     result = run(CLI + ["fit"])
     assert result.returncode == 2
-    assert "choose one of: train, summary, report, predict, bench, submit" in error_line(result)
+    assert "choose one of: train, summary, report, arch, predict, bench, submit" in error_line(result)
 
 
 def test_summary_json_for_nasnet_a_6_at_768():

@@ -6,6 +6,7 @@
                      NASNet-A / AmoebaNet-A / DARTS-V2, uniform sampling and mutation
     proposals        search strategies as pure functions of (seed, iteration, history): random, regularized evolution
     synthetic        a SYNTHETIC objective over genotypes (no training), to test that the strategies search
+    drawing          genotypes as pictures: a cell as a graph, DOT (pydot), SVG/PNG (matplotlib), text, JSON
 
 `space`, `proposals` and `synthetic` are not wired into training yet (issue 14).
 
