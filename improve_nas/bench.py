@@ -30,6 +30,7 @@ count is the number of traces of the train function: 1 means no retracing.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import os
 import tempfile
@@ -91,7 +92,8 @@ def run_bench(config: Config) -> dict:
         `baseline_img_per_s` (both baseline runs pooled), `baseline_img_per_s_before_after` (each run),
         `baseline_ratio` (baseline / engine), `per_iteration_img_per_s`,
         `last_over_first` (last iteration's throughput / first's), `compile_seconds` (per iteration),
-        `baseline_compile_seconds` (the first run's), `compilation_cache` (JAX's persistent cache: "empty at
+        `candidates_per_iteration` (each iteration's candidates: their genotype hashes, or builder names without
+        one; the compile time is that of their fused step), `baseline_compile_seconds` (the first run's), `compilation_cache` (JAX's persistent cache: "empty at
         start", or "off" on TensorFlow or when turned off), `traces_per_iteration`, `baseline_traces`,
         `step_seconds_median` and `cpu_seconds_per_step` (per iteration; process CPU time), their `baseline_` twins
         (both runs pooled),
@@ -132,6 +134,7 @@ def run_bench(config: Config) -> dict:
         "per_iteration_img_per_s": per_iteration,
         "last_over_first": round(per_iteration[-1] / per_iteration[0], 3),
         "compile_seconds": [round(timer.compile_seconds, 3) for timer in engine],
+        "candidates_per_iteration": [timer.candidates for timer in engine],
         "baseline_compile_seconds": round(baseline[0].compile_seconds, 3),
         "compilation_cache": "empty at start" if cache else "off",
         "traces_per_iteration": [timer.traces for timer in engine],
@@ -164,7 +167,9 @@ def format_text(result: dict) -> str:
         "compile  " + ", ".join(f"{s:.1f}s" for s in result["compile_seconds"])
         + f" (baseline {result['baseline_compile_seconds']:.1f}s; XLA cache {result['compilation_cache']}); "
         + "traces per iteration "
-        + ", ".join(str(t) for t in result["traces_per_iteration"]),
+        + ", ".join(str(t) for t in result["traces_per_iteration"])
+        + "; candidates (distinct genotypes) per iteration "
+        + ", ".join(f"{len(c)} ({len(set(c))})" for c in result["candidates_per_iteration"]),
         "host RSS after each iteration " + ", ".join(f"{b / mib:.0f}" for b in result["host_rss_bytes_per_iteration"])
         + f" MiB; peak {result['peak_host_rss_bytes'] / mib:.0f} MiB; load average "
         + " -> ".join(f"{v:.2f}" for v in result["load_average"]),
@@ -189,6 +194,7 @@ class StepTimer(keras.callbacks.Callback):
         self.cpu_ends: list[float] = []
         self.traces = 0
         self.rss_after: int | None = None
+        self.candidates: list[str] = []
 
     def set_model(self, model):
         pass  # keeps no reference: a finished iteration's model must be freeable, or memory would creep
@@ -256,6 +262,8 @@ def _run_engine(inputs) -> list[StepTimer]:
 
     def on_iteration_end(summary):
         timers[-1].rss_after = host_rss_bytes()
+        timers[-1].candidates = [sub["shared"].get("genotype_hash", sub["builder_name"])
+                                 for sub in summary["subnetworks"]]
 
     settings = dataclasses.replace(inputs.settings, verbose=False)
     with tempfile.TemporaryDirectory(prefix="improve_nas_bench_") as run_path:
@@ -300,7 +308,7 @@ def _fit_baseline(inputs) -> StepTimer:
     x, y = (np.concatenate(parts) for parts in zip(*(next(batches) for _ in range(steps))))
 
     augmentation = inputs.make_preprocessing(seed)
-    builder = inputs.generator.generate_candidates(None, 0)[0]
+    builder = copy.deepcopy(inputs.generator).generate_candidates(None, 0)[0]  # a copy: leaves its state alone
     network = builder.build_subnetwork(num_classes=data.num_classes, input_shape=tuple(x.shape[1:]))
     model = _SingleNASNet(augmentation=augmentation, network=network, name="baseline")
     model.build((None, *x.shape[1:]))

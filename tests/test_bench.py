@@ -86,3 +86,14 @@ def test_bad_arguments_are_one_line_usage_errors(case, capsys):
 def test_bench_config_raises_usage_error():
     with pytest.raises(UsageError, match="--steps=0"):
         bench_config(steps=0)
+
+
+def test_bench_takes_a_searching_generator_and_reports_its_k_distinct_genotypes_per_iteration(tmp_path, capsys):
+    dataset = write_tiny_npz(tmp_path / "tiny.npz")
+    assert main(["bench", f"--hparams={TINY_HPARAMS},generator=random,candidates_per_iteration=2",
+                 "--data_params=cutout_size=4", "--batch_size=4", f"--dataset={dataset}", "--steps=2", "--iterations=2",
+                 "--format=json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    candidates = result["candidates_per_iteration"]
+    assert [len(c) for c in candidates] == [2, 2] and len({h for c in candidates for h in c}) == 4
+    assert len(result["compile_seconds"]) == 2 and all(s > 0 for s in result["compile_seconds"])
