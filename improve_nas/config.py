@@ -372,7 +372,7 @@ def _check_choice(name: str, value: Any, choices: tuple, *, what: str = "hparam"
 
 
 def _check_genotype_reference(value: str) -> None:
-    """A named genotype, or a path ending in .json (read when the run starts: `search.genotypes.resolve`)."""
+    """A named genotype, or a path ending in .json (read when the run starts: `search.space.resolve_genotype`)."""
     from improve_nas.search.space import NAMED_GENOTYPES
 
     if value not in NAMED_GENOTYPES and not value.endswith(".json"):

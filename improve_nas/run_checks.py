@@ -2,8 +2,9 @@
 
 Each guards against a run that would "succeed" with a meaningless result or die late: augmentation that blanks the
 images (CIFAR's 16×16 cutout covers an 8×8 image whole), labels of a single class (accuracy 1.0, loss 0), a batch
-larger than the training partition, and data or batches that cannot fit in memory. Every failure is a one-line
-`UsageError` naming the setting and a value that fits.
+larger than the training partition, a genotype file that cannot be read or holds no genotype, and data or batches
+that cannot fit in memory. Every failure is a one-line `UsageError` naming the setting and a value that fits (or,
+for a genotype file, its path).
 """
 
 from __future__ import annotations
@@ -23,11 +24,20 @@ _BYTES_PER_ACTIVATION = 4
 def check_run(config: Config, *, image_shape: tuple[int, int, int], y_train: np.ndarray,
               x_train: np.ndarray, num_candidates: int) -> None:
     """All checks below, for the training partition `x_train`, `y_train` (after any holdout split)."""
+    check_genotype(config)
     check_augmentation_fits(config, image_shape)
     check_classes(y_train)
     check_batch_size(config.batch_size, len(y_train))
     check_memory(config, image_shape=image_shape, data_bytes=x_train.nbytes, num_candidates=num_candidates,
                  available=available_memory_bytes())
+
+
+def check_genotype(config: Config):
+    """The genotype the hparam `genotype` names (a name, or a .json file read here); a one-line UsageError naming the
+    file when it is missing, unreadable or holds no valid genotype."""
+    from improve_nas.search.space import resolve_genotype
+
+    return resolve_genotype(config.hparams.genotype)
 
 
 def check_augmentation_fits(config: Config, image_shape: tuple[int, int, int]) -> None:
@@ -86,15 +96,18 @@ def check_memory(config: Config, *, image_shape: tuple[int, int, int], data_byte
 
 
 def activations_per_image(config: Config, image_shape: tuple[int, int, int]) -> int:
-    """Values in the outputs of the stem and of every cell of one NASNet candidate, for one image."""
+    """Values in the outputs of the stem and of every cell of one NASNet candidate with the cells of the hparam
+    `genotype`, for one image."""
     from improve_nas.models.architecture import plan_network
 
     hp = config.hparams
+    normal, reduction = check_genotype(config).to_cell_genotypes()
     plan = plan_network(num_cells=hp.num_cells, num_conv_filters=hp.num_conv_filters,
                         stem_multiplier=hp.stem_multiplier, filter_scaling_rate=hp.filter_scaling_rate,
                         num_reduction_layers=hp.num_reduction_layers,
                         skip_reduction_layer_input=hp.skip_reduction_layer_input,
-                        drop_path_keep_prob=hp.drop_path_keep_prob)
+                        drop_path_keep_prob=hp.drop_path_keep_prob, normal_genotype=normal,
+                        reduction_genotype=reduction)
     height, width = image_shape[:2]
     total = height * width * plan.stem_filters
     for cell in plan.cells:

@@ -112,6 +112,15 @@ def test_summary_json_for_nasnet_a_6_at_768():
     assert summary["trainable_params"] == 3_346_538
 
 
+def test_summary_describes_the_genotype_hparam():
+    result = run(CLI + ["summary", "--hparams=genotype=darts_v2,knowledge_distillation=none", "--format=json"])
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["name"] == "DARTS_V2_1.0_240_cifar"
+    assert summary["genotype_text"].startswith("normal: [sep3(1)+sep3(0)]")
+    assert summary["stages"][-2]["output_shape"] == [8, 8, 4 * 40]  # 4 concatenated states of 4F, NASNet-A's 6
+
+
 def test_summary_bad_image_shape():
     result = run(CLI + ["summary", "--image_shape=32,32"])
     assert result.returncode == 2

@@ -94,6 +94,8 @@ def bad_inputs(tmp_path):
         "missing npz": (["--preset=smoke", f"--dataset=npz:{tmp_path / 'none.npz'}", model_dir], "not found"),
         "batch larger than the data": (["--preset=smoke", f"--dataset=npz:{small}", "--batch_size=16", model_dir],
                                        "batch_size=16 is larger than the training partition (6 images)"),
+        "missing genotype file": (["--preset=smoke", f"--hparams=genotype={tmp_path / 'cells.json'}", model_dir],
+                                  f"cannot read the genotype file {tmp_path / 'cells.json'}"),
     }
 
 

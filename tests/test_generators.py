@@ -1,7 +1,8 @@
 """The `dynamic` generator on plain ensemble records (SPEC_ORIGINAL §2.3), without building or training a NASNet.
 
 Every iteration proposes a deeper (+3 cells) and a wider (+10 filters) NASNet than the member added last, whose
-architecture it reads back from the record's plain JSON values; iteration 0 grows the starting architecture.
+architecture (size and genotype) it reads back from the record's plain JSON values; iteration 0 grows the starting
+architecture, whose cells are the hparam `genotype`'s.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import pytest
 
 from improve_nas.adanet import EnsembleRecord, MemberRecord
 from improve_nas.config import HParams
+from improve_nas.search import space
 from improve_nas.search.builders import NASNetBuilder
 from improve_nas.search.generators import make_generator
 
@@ -20,11 +22,11 @@ from improve_nas.search.generators import make_generator
 HPARAMS = HParams(generator="dynamic", knowledge_distillation="none", weight_decay=1e-4)
 
 
-def record(iteration, *architectures):
+def record(iteration, *architectures, genotype=space.NASNET_A):
     """The ensemble chosen at the end of `iteration`: one member per (num_cells, num_conv_filters), the last newest,
     as the engine stores it (through JSON)."""
     members = [MemberRecord.from_builder(NASNetBuilder(dataclasses.replace(HPARAMS, num_cells=c, num_conv_filters=f),
-                                                       total_training_steps=1), i)
+                                                       total_training_steps=1, genotype=genotype), i)
                for i, (c, f) in enumerate(architectures)]
     chosen = EnsembleRecord(name=f"t{iteration}_ensemble", iteration=iteration, members=members,
                             ensembler={"class_name": "MeanEnsembler", "config": {}})
@@ -32,7 +34,11 @@ def record(iteration, *architectures):
 
 
 def architectures(builders):
-    return [(b.name, b.shared()) for b in builders]
+    """(name, size) of each builder, where every shared genotype is NASNet-A's."""
+    for builder in builders:
+        assert builder.shared()["genotype"] == space.NASNET_A.to_dict()
+        assert builder.shared()["genotype_hash"] == space.NASNET_A.digest()
+    return [(b.name, {key: b.shared()[key] for key in ("num_cells", "num_conv_filters")}) for b in builders]
 
 
 def test_iteration_0_proposes_a_deeper_and_a_wider_starting_architecture():
@@ -55,6 +61,7 @@ def test_iteration_0_proposes_a_deeper_and_a_wider_starting_architecture():
 def test_later_iterations_grow_the_member_added_last(previous, deeper, wider):
     builders = make_generator(HPARAMS, iteration_steps=100).generate_candidates(previous, previous.iteration + 1)
     assert [(b.shared()["num_cells"], b.shared()["num_conv_filters"]) for b in builders] == [deeper, wider]
+    assert all(b.genotype == space.NASNET_A for b in builders)
     assert [b.name for b in builders] == [f"NasNet_A_{c / 3}_{f * 24}_cifar" for c, f in (deeper, wider)]
     assert all(b.hparams == dataclasses.replace(HPARAMS, num_cells=b.hparams.num_cells,
                                                 num_conv_filters=b.hparams.num_conv_filters) for b in builders)
@@ -88,3 +95,30 @@ def test_the_simple_generator_proposes_the_starting_architecture_every_iteration
     for previous, iteration in ((None, 0), (record(1, (3, 10), (3, 10)), 2)):
         assert architectures(generator.generate_candidates(previous, iteration)) == [
             ("NasNet_A_1.0_240_cifar", {"num_cells": 3, "num_conv_filters": 10})]
+
+
+def test_the_starting_cells_are_the_hparam_genotype():
+    darts = dataclasses.replace(HPARAMS, genotype="darts_v2")
+    builders = make_generator(darts, iteration_steps=100).generate_candidates(None, 0)
+    assert [b.name for b in builders] == ["DARTS_V2_2.0_240_cifar", "DARTS_V2_1.0_480_cifar"]
+    assert all(b.shared()["genotype"] == space.DARTS_V2.to_dict() for b in builders)
+    simple = make_generator(dataclasses.replace(darts, generator="simple"), iteration_steps=100)
+    assert [b.genotype for b in simple.generate_candidates(None, 0)] == [space.DARTS_V2]
+
+
+def test_later_iterations_keep_the_genotype_of_the_member_added_last():
+    # The run's hparam says DARTS-V2, the last member is AmoebaNet-A: the member's cells win.
+    generator = make_generator(dataclasses.replace(HPARAMS, genotype="darts_v2"), iteration_steps=100)
+    builders = generator.generate_candidates(record(0, (3, 10), genotype=space.AMOEBANET_A), 1)
+    assert [b.name for b in builders] == ["AmoebaNet_A_2.0_240_cifar", "AmoebaNet_A_1.0_480_cifar"]
+    assert all(space.Genotype.from_dict(b.shared()["genotype"]) == space.AMOEBANET_A for b in builders)
+
+
+def test_a_member_recorded_without_a_genotype_was_nasnet_a():
+    # Records written before genotypes were shared hold only the size.
+    previous = record(0, (3, 10), genotype=space.DARTS_V2)
+    old = dataclasses.replace(previous.members[0], shared={"num_cells": 3, "num_conv_filters": 10})
+    previous = dataclasses.replace(previous, members=(old,))
+    builders = make_generator(dataclasses.replace(HPARAMS, genotype="darts_v2"), iteration_steps=100) \
+        .generate_candidates(previous, 1)
+    assert [b.genotype for b in builders] == [space.NASNET_A, space.NASNET_A]

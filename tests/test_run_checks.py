@@ -106,3 +106,17 @@ def test_cli_refuses_before_writing_anything(case, tmp_path):
     assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-2000:]
     assert expected in _error_line(result)
     assert list(model_dir.iterdir()) == []
+
+
+def test_the_genotype_file_is_read_before_training_and_its_cells_size_the_estimate(tmp_path):
+    missing = tmp_path / "cells.json"
+    with pytest.raises(UsageError, match=f"cannot read the genotype file {missing}") as error:
+        run_checks.check_genotype(_config(hparams=f"genotype={missing}"))
+    assert "\n" not in str(error.value)
+    missing.write_text("{", encoding="utf-8")
+    with pytest.raises(UsageError, match=f"genotype file {missing}: genotype is not valid JSON"):
+        run_checks.check_run(_config(hparams=f"genotype={missing}"), image_shape=DIGITS, x_train=np.zeros((4, 8, 8, 1)),
+                             y_train=np.array([0, 1, 0, 1]), num_candidates=1)
+    # DARTS-V2 concatenates 4 states in its normal cells where NASNet-A concatenates 6
+    config = _config(hparams="num_cells=3,num_conv_filters=8,num_reduction_layers=0,genotype=darts_v2")
+    assert run_checks.activations_per_image(config, DIGITS) == 8 * 8 * 24 + 3 * 8 * 8 * 32

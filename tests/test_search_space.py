@@ -4,12 +4,14 @@ draws, the canonical hash, the JSON and text forms, and the published genotypes.
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
 
 from improve_nas.errors import UsageError
 from improve_nas.models import genotype as models_genotype
+from improve_nas.models.architecture import plan_network
 from improve_nas.search import space
 
 
@@ -25,7 +27,8 @@ def _assert_valid(genotype, op_set):
 
 def test_operation_sets_have_the_published_sizes_and_reuse_the_model_spellings():
     assert {name: len(ops) for name, ops in space.OP_SETS.items()} == {"nasnet": 13, "amoeba": 8, "darts": 7}
-    assert set(models_genotype.KNOWN_OPERATIONS) <= set(space.OP_SETS["nasnet"])
+    assert tuple(space.OPERATIONS) == models_genotype.KNOWN_OPERATIONS
+    assert set(space.OP_SETS["nasnet"]) | set(space.OP_SETS["darts"]) == set(models_genotype.KNOWN_OPERATIONS)
     assert all(len(set(ops)) == len(ops) for ops in space.OP_SETS.values())
 
 
@@ -121,8 +124,8 @@ def test_published_genotypes_validate_in_their_operation_sets():
     assert space.DARTS_V2.normal.num_blocks == 4 and space.AMOEBANET_A.reduce.output_states == (2, 3, 4, 5, 6)
     with pytest.raises(UsageError, match="'dil_separable_3x3' is not in operation set 'nasnet'"):
         space.DARTS_V2.check_op_set("nasnet")
-    with pytest.raises(UsageError, match="operation dil_separable_3x3 has no layer yet"):
-        space.DARTS_V2.to_cell_genotypes()
+    normal, reduction = space.DARTS_V2.to_cell_genotypes()  # every operation has a layer, DARTS' too
+    assert normal.num_combinations == 4 and "dil_separable_3x3" in normal.operations
     assert space.named_genotype("amoebanet_a") is space.AMOEBANET_A
 
 
@@ -155,3 +158,45 @@ def test_unknown_names_give_one_line_usage_errors_with_the_choices():
         space.Genotype.from_text("normal: [sepp3(0)+id(1)] | reduce: [id(0)+id(1)]")
     with pytest.raises(UsageError, match="genotype text must read"):
         space.Genotype.from_text("normal: [sep3(0)+id(1)]")
+
+
+@pytest.mark.parametrize("op_set", sorted(space.OP_SETS))
+def test_every_sampled_genotype_is_a_model_genotype_with_its_wiring(op_set):
+    # The model's side of "any wiring the space can produce", without Keras: the cells convert, keep their wiring
+    # (same hash back), and lay out a network whose cell widths count the concatenated states.
+    rng = np.random.default_rng(6)
+    for draw in range(1000):
+        genotype = space.sample(rng, op_set, num_blocks=1 + draw % 6)
+        normal, reduction = genotype.to_cell_genotypes()
+        assert space.Genotype.from_cell_genotypes(normal, reduction).digest() == genotype.digest()
+        plan = plan_network(num_cells=3, num_conv_filters=2, stem_multiplier=3.0, filter_scaling_rate=2.0,
+                            num_reduction_layers=2, skip_reduction_layer_input=0, drop_path_keep_prob=1.0,
+                            normal_genotype=normal, reduction_genotype=reduction)
+        assert plan.feature_channels == len(genotype.normal.output_states) * 8
+
+
+def test_resolve_genotype_takes_a_name_or_a_json_file(tmp_path):
+    assert space.resolve_genotype("darts_v2") is space.DARTS_V2
+    path = tmp_path / "found.json"
+    path.write_text(space.AMOEBANET_A.to_json(), encoding="utf-8")
+    assert space.resolve_genotype(str(path)) == space.AMOEBANET_A
+
+
+@pytest.mark.parametrize("content, message", [
+    (None, "cannot read the genotype file {path} \\(No such file or directory\\)"),
+    ("{", "genotype file {path}: genotype is not valid JSON"),
+    ('{"normal": {"blocks": [[["sep9", 0], ["none", 1]]]}, "reduce": {"blocks": [[["none", 0], ["none", 1]]]}}',
+     "genotype file {path}: unknown operation 'sep9'"),
+    (b"\xff\xfe", "cannot read the genotype file {path} \\(not UTF-8 text\\)"),
+])
+def test_resolve_genotype_errors_are_one_line_and_name_the_file(tmp_path, content, message):
+    path = tmp_path / "cells.json"
+    if isinstance(content, str):
+        path.write_text(content, encoding="utf-8")
+    elif content is not None:
+        path.write_bytes(content)
+    with pytest.raises(UsageError, match=message.format(path=re.escape(str(path)))) as error:
+        space.resolve_genotype(str(path))
+    assert "\n" not in str(error.value)
+    with pytest.raises(UsageError, match="unknown genotype 'dart_v2'; did you mean darts_v2"):
+        space.resolve_genotype("dart_v2")

@@ -1,10 +1,10 @@
-"""NASNet-A for CIFAR-sized images as backend-agnostic Keras 3 layers.
+"""NASNet networks for CIFAR-sized images as backend-agnostic Keras 3 layers: NASNet-A, or any other pair of cells.
 
-`NASNet` is the model; `genotype` holds the cells as data, `architecture` the macro
-structure, `ops` / `layers` / `cells` the building blocks, and `summary` the parameter
-and multiply-add counts. `search_ops` has layers for the other operations of the NASNet search
-space (`improve_nas.search.space`), not yet used by the cells. The package knows nothing of AdaNet.
-Importing it imports no Keras: its exports load on first access.
+`NASNet` is the model; `genotype` holds the cells as data (NASNet-A's, and the names of the 15
+operations a cell may use), `architecture` the macro structure, `ops` / `search_ops` / `layers` /
+`cells` the building blocks (`ops.make_operation` builds any operation by name), and `summary` the
+parameter and multiply-add counts. The search space over these cells is `improve_nas.search.space`.
+The package knows nothing of AdaNet. Importing it imports no Keras: its exports load on first access.
 """
 
 import importlib

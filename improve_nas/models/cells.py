@@ -1,4 +1,4 @@
-"""One NASNet-A cell, generic over its genotype (docs/original_code.md §3.4).
+"""One NASNet cell, generic over its genotype (docs/original_code.md §3.4): any operations, blocks and output list.
 
 The cell is built from a static description of its inputs (computed by
 `architecture.plan_network`), so every sublayer exists after ``__init__`` and the
@@ -26,15 +26,15 @@ PREV_MODES = ("net", "same", "project", "reduce")
 
 @keras.saving.register_keras_serializable(package="improve_nas")
 class Cell(SettingsLayer):
-    """A NASNet-A normal or reduction cell.
+    """A NASNet normal or reduction cell of any `genotype.CellGenotype` (NASNet-A's, AmoebaNet-A's, a searched one).
 
     ``h0 = BN(conv1×1(act(net)))``; ``h1`` = the previous layer adjusted per
     ``prev_mode``. Each combination applies one op to each of two states and adds them;
     ops reading ``h0``/``h1`` use ``strides``, later ones stride 1. Drop path applies
     to every op output except ``none``. The output concatenates the unused states,
     mapping any whose width or resolution differs from the last state's to ``filters``
-    channels with a factorized reduction first (only the raw stem state of cell 0 in
-    NASNet-A).
+    channels with a factorized reduction first (in NASNet-A only the raw stem state of
+    cell 0; in a reduction cell that outputs h0 or h1, those too).
 
     Drop path (training only, and only when ``drop_path_keep_prob < 1``): the keep
     probability is ``1 - progress * (1 - drop_path_keep_prob)``, where ``progress`` in

@@ -1,12 +1,14 @@
-"""NASNet-A cells as data: which operation runs on which hidden state.
+"""NASNet cells as data: which operation runs on which hidden state.
 
 A cell starts with two hidden states, ``h0`` (the processed cell input) and ``h1``
 (the adjusted previous layer). Each of its combinations picks two existing states by
 index, applies one operation to each and appends the sum as a new state. The cell
-output concatenates every state whose ``used_hiddenstates`` flag is 0.
+output concatenates every state whose ``used_hiddenstates`` flag is 0. Any number of
+combinations and any operation of `KNOWN_OPERATIONS` (the NASNet search space's 13 and
+DARTS' dilated separable convolutions) build; NASNet-A is the default cell pair.
 
 Reference: Zoph, Vasudevan, Shlens, Le, *Learning Transferable Architectures for
-Scalable Image Recognition*, CVPR 2018 (NASNet-A, Figure 4 / Appendix).
+Scalable Image Recognition*, CVPR 2018 (NASNet-A, Figure 4 / Appendix; the operations, §3).
 """
 
 from __future__ import annotations
@@ -15,15 +17,28 @@ import dataclasses
 
 from improve_nas.errors import UsageError
 
-# Operation names as the TF-slim NASNet code spells them; `ops.OPERATIONS` maps them to layers.
+# Operation names: the TF-slim NASNet spellings for NASNet-A's six, ours for the rest (`ops.make_operation` maps
+# every one to a layer; `improve_nas.search.space` takes its names from here).
+IDENTITY = "none"
+CONV_1X3_3X1 = "conv_1x3_3x1"
+CONV_1X7_7X1 = "conv_1x7_7x1"
+DILATED_CONV_3X3 = "dil_conv_3x3"
+AVG_POOL_3X3 = "avg_pool_3x3"
+MAX_POOL_3X3 = "max_pool_3x3"
+MAX_POOL_5X5 = "max_pool_5x5"
+MAX_POOL_7X7 = "max_pool_7x7"
+CONV_1X1 = "conv_1x1"
+CONV_3X3 = "conv_3x3"
 SEPARABLE_3X3 = "separable_3x3_2"
 SEPARABLE_5X5 = "separable_5x5_2"
 SEPARABLE_7X7 = "separable_7x7_2"
-AVG_POOL_3X3 = "avg_pool_3x3"
-MAX_POOL_3X3 = "max_pool_3x3"
-IDENTITY = "none"
+DILATED_SEPARABLE_3X3 = "dil_separable_3x3"
+DILATED_SEPARABLE_5X5 = "dil_separable_5x5"
 
-KNOWN_OPERATIONS = (SEPARABLE_3X3, SEPARABLE_5X5, SEPARABLE_7X7, AVG_POOL_3X3, MAX_POOL_3X3, IDENTITY)
+# In the order of Zoph et al. 2018's list, then the dilated separables (the order `search.space` hashes by).
+KNOWN_OPERATIONS = (IDENTITY, CONV_1X3_3X1, CONV_1X7_7X1, DILATED_CONV_3X3, AVG_POOL_3X3, MAX_POOL_3X3, MAX_POOL_5X5,
+                    MAX_POOL_7X7, CONV_1X1, CONV_3X3, SEPARABLE_3X3, SEPARABLE_5X5, SEPARABLE_7X7,
+                    DILATED_SEPARABLE_3X3, DILATED_SEPARABLE_5X5)
 NUM_INPUT_STATES = 2  # h0 and h1
 
 
@@ -43,9 +58,9 @@ class CellGenotype:
     used_hiddenstates: tuple[int, ...]
 
     def __post_init__(self):
-        if len(self.operations) % 2 or len(self.operations) != len(self.hiddenstate_indices):
+        if not self.operations or len(self.operations) % 2 or len(self.operations) != len(self.hiddenstate_indices):
             raise UsageError(
-                f"genotype needs an even number of operations with one state index each; got "
+                f"genotype needs a positive even number of operations with one state index each; got "
                 f"{len(self.operations)} operations and {len(self.hiddenstate_indices)} indices"
             )
         for name in self.operations:
@@ -80,6 +95,9 @@ class CellGenotype:
     @classmethod
     def from_config(cls, config: dict) -> CellGenotype:
         """Inverse of `to_config`."""
+        fields = [field.name for field in dataclasses.fields(cls)]
+        if not isinstance(config, dict) or set(config) != set(fields):
+            raise UsageError(f"a cell genotype config has the keys {', '.join(fields)}; got {config!r:.80}")
         return cls(**{key: tuple(value) for key, value in config.items()})
 
 

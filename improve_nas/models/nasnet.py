@@ -1,4 +1,4 @@
-"""NASNet-A for CIFAR-sized images as one backend-agnostic Keras 3 model.
+"""NASNet for CIFAR-sized images as one backend-agnostic Keras 3 model, with NASNet-A's cells or any others.
 
 Reference: Zoph et al., *Learning Transferable Architectures for Scalable Image
 Recognition*, CVPR 2018; as used by Macko et al., *Improving Neural Architecture Search
@@ -22,18 +22,23 @@ DATA_FORMATS = {"NHWC": "channels_last", "NCHW": "channels_first"}
 
 @keras.saving.register_keras_serializable(package="improve_nas")
 class NASNet(keras.Model):
-    """NASNet-A CIFAR classifier: 3×3 stem, normal cells with reduction cells between, head.
+    """NASNet CIFAR classifier: 3×3 stem, normal cells with reduction cells between, head.
+
+    The cells are NASNet-A's unless ``normal_genotype`` / ``reduction_genotype`` name others
+    (any `genotype.CellGenotype`: AmoebaNet-A's, DARTS-V2's, a searched one); they are part of
+    the config, so a saved ``.keras`` model reloads with its own cells.
 
     ``num_cells`` normal cells (a multiple of 3 in practice: N@F means ``num_cells=3N``)
     with ``num_reduction_layers`` reduction cells inserted before normal cells
     ``int(k / (R + 1) * num_cells)``; widths F, then ×``filter_scaling_rate`` at each
-    reduction. Head: activation, global average pool (``features``), dropout, dense.
+    reduction. Head: activation, global average pool (``features``), dropout, dense. A cell's
+    width is its filters times the number of states it concatenates (6 and 4 in NASNet-A).
 
     Call with float images ``[B, H, W, C]`` in [-1, 1] of any size (always channels-last;
     with ``data_format="NCHW"`` the model transposes once and runs channels-first inside;
     on TensorFlow without a GPU, which has no channels-first Conv2D kernel, plain
     convolutions then run through a transpose, see `layers.Conv2D`). Returns
-    ``{"logits": [B, K], "features": [B, 24F]}`` plus ``"aux_logits": [B, K]`` when
+    ``{"logits": [B, K], "features": [B, C]}`` (C = 24F for NASNet-A) plus ``"aux_logits": [B, K]`` when
     ``training`` and the aux head is enabled. Outputs are float32, also under a mixed
     precision policy.
 
@@ -76,6 +81,9 @@ class NASNet(keras.Model):
         use_bounded_activation: ReLU6 and ±6 clipping (docs/original_code.md §3.9).
         data_format: ``"NHWC"`` or ``"NCHW"`` (internal layout).
         weight_decay: L2 scale; ``model.losses`` sums ``weight_decay * sum(w**2) / 2`` over kernels.
+        normal_genotype: The normal cell (a `genotype.CellGenotype` or its ``to_config`` dict);
+            None is NASNet-A's.
+        reduction_genotype: The reduction cell, likewise.
         **kwargs: Passed to `keras.Model` (``name``, ``dtype``, ...).
 
     Example:
@@ -101,10 +109,14 @@ class NASNet(keras.Model):
         use_bounded_activation: bool = False,
         data_format: str = "NHWC",
         weight_decay: float = 5e-4,
+        normal_genotype: genotype_lib.CellGenotype | dict | None = None,
+        reduction_genotype: genotype_lib.CellGenotype | dict | None = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
         _validate(locals())
+        self.normal_genotype = _cell_genotype(normal_genotype, genotype_lib.NASNET_A_NORMAL)
+        self.reduction_genotype = _cell_genotype(reduction_genotype, genotype_lib.NASNET_A_REDUCTION)
         self.num_classes = num_classes
         self.num_cells = num_cells
         self.num_conv_filters = num_conv_filters
@@ -134,10 +146,12 @@ class NASNet(keras.Model):
             num_reduction_layers=num_reduction_layers,
             skip_reduction_layer_input=skip_reduction_layer_input,
             drop_path_keep_prob=drop_path_keep_prob,
+            normal_genotype=self.normal_genotype,
+            reduction_genotype=self.reduction_genotype,
         )
         self.stem_conv = conv2d(self.plan.stem_filters, 3, settings, name="stem_conv", dtype=self.dtype_policy)
         self.stem_bn = batch_norm(settings, name="stem_bn", dtype=self.dtype_policy)
-        genotypes = {REDUCTION: genotype_lib.NASNET_A_REDUCTION, NORMAL: genotype_lib.NASNET_A_NORMAL}
+        genotypes = {REDUCTION: self.reduction_genotype, NORMAL: self.normal_genotype}
         self.cells = []
         counts = {}
         for spec in self.plan.cells:
@@ -237,7 +251,20 @@ class NASNet(keras.Model):
             "use_bounded_activation": self.use_bounded_activation,
             "data_format": self.data_format,
             "weight_decay": self.weight_decay,
+            "normal_genotype": self.normal_genotype.to_config(),
+            "reduction_genotype": self.reduction_genotype.to_config(),
         }
+
+
+def _cell_genotype(value, default: genotype_lib.CellGenotype) -> genotype_lib.CellGenotype:
+    """A `CellGenotype` from itself, its config dict (a saved model's config) or None (the default)."""
+    if value is None:
+        return default
+    if isinstance(value, dict):
+        return genotype_lib.CellGenotype.from_config(value)
+    if not isinstance(value, genotype_lib.CellGenotype):
+        raise UsageError(f"a cell genotype must be a CellGenotype or its config dict; got {type(value).__name__}")
+    return value
 
 
 def _validate(args: dict) -> None:

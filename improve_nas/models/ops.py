@@ -1,13 +1,15 @@
-"""The operations a NASNet-A cell applies to its hidden states (docs/original_code.md §3.5).
+"""The operations a cell applies to its hidden states (docs/original_code.md §3.5).
 
-Every operation maps its input to ``filters`` channels. `make_operation` builds one by
-the name used in `genotype`.
+Every operation maps its input to ``filters`` channels. This module defines the layers of NASNet-A's operations;
+`search_ops` those of the search space's others. `make_operation` is the one place that builds any of the 15 by the
+name used in `genotype` (`genotype.KNOWN_OPERATIONS`).
 """
 
 from __future__ import annotations
 
 import keras
 
+from improve_nas.errors import UsageError
 from improve_nas.models import genotype
 from improve_nas.models.layers import (
     BlockSettings,
@@ -19,6 +21,7 @@ from improve_nas.models.layers import (
     conv2d,
     separable_conv2d,
 )
+from improve_nas.models.search_ops import DilatedConv, FactorizedConv
 
 
 @keras.saving.register_keras_serializable(package="improve_nas")
@@ -183,42 +186,48 @@ class Identity(SettingsLayer):
         }
 
 
-_SEPARABLE_KERNELS = {genotype.SEPARABLE_3X3: 3, genotype.SEPARABLE_5X5: 5, genotype.SEPARABLE_7X7: 7}
-_POOL_KINDS = {genotype.AVG_POOL_3X3: "avg", genotype.MAX_POOL_3X3: "max"}
+# name -> (layer class, its shape arguments). `Pool` and `Identity` also get `input_channels` (a projection when it
+# differs from `filters`); conv_1x1 and conv_3x3 are `ReluConvBN`.
+_LAYERS = {
+    genotype.IDENTITY: (Identity, {}),
+    genotype.CONV_1X3_3X1: (FactorizedConv, {"kernel_size": 3}),
+    genotype.CONV_1X7_7X1: (FactorizedConv, {"kernel_size": 7}),
+    genotype.DILATED_CONV_3X3: (DilatedConv, {"kernel_size": 3, "separable": False}),
+    genotype.AVG_POOL_3X3: (Pool, {"kind": "avg", "pool_size": 3}),
+    genotype.MAX_POOL_3X3: (Pool, {"kind": "max", "pool_size": 3}),
+    genotype.MAX_POOL_5X5: (Pool, {"kind": "max", "pool_size": 5}),
+    genotype.MAX_POOL_7X7: (Pool, {"kind": "max", "pool_size": 7}),
+    genotype.CONV_1X1: (ReluConvBN, {"kernel_size": 1, "clip_output": True}),
+    genotype.CONV_3X3: (ReluConvBN, {"kernel_size": 3, "clip_output": True}),
+    genotype.SEPARABLE_3X3: (StackedSeparableConv, {"kernel_size": 3}),
+    genotype.SEPARABLE_5X5: (StackedSeparableConv, {"kernel_size": 5}),
+    genotype.SEPARABLE_7X7: (StackedSeparableConv, {"kernel_size": 7}),
+    genotype.DILATED_SEPARABLE_3X3: (DilatedConv, {"kernel_size": 3, "separable": True}),
+    genotype.DILATED_SEPARABLE_5X5: (DilatedConv, {"kernel_size": 5, "separable": True}),
+}
+assert tuple(_LAYERS) == genotype.KNOWN_OPERATIONS, "one layer per operation name"
 
 
 def make_operation(
     operation: str,
     *,
     filters: int,
-    input_channels: int,
-    strides: int,
-    settings: BlockSettings,
-    name: str,
+    input_channels: int | None = None,
+    strides: int = 1,
+    settings: BlockSettings | None = None,
+    name: str | None = None,
     dtype=None,
 ) -> keras.layers.Layer:
-    """Builds the layer for one genotype operation name (see `genotype.KNOWN_OPERATIONS`) with dtype policy `dtype`."""
-    if operation in _SEPARABLE_KERNELS:
-        return StackedSeparableConv(
-            filters=filters,
-            kernel_size=_SEPARABLE_KERNELS[operation],
-            strides=strides,
-            settings=settings,
-            name=name,
-            dtype=dtype,
-        )
-    if operation in _POOL_KINDS:
-        return Pool(
-            kind=_POOL_KINDS[operation],
-            filters=filters,
-            input_channels=input_channels,
-            strides=strides,
-            settings=settings,
-            name=name,
-            dtype=dtype,
-        )
-    if operation == genotype.IDENTITY:
-        return Identity(
-            filters=filters, input_channels=input_channels, strides=strides, settings=settings, name=name, dtype=dtype
-        )
-    raise ValueError(f"no layer for operation {operation!r}")  # genotype validation makes this unreachable
+    """The layer of any cell operation (`genotype.KNOWN_OPERATIONS`), mapping its input to ``filters`` channels.
+
+    ``input_channels`` (which decides whether a pool or ``none`` projects) defaults to ``filters``; ``settings`` to
+    `BlockSettings()`; ``dtype`` is the layer's dtype policy. An unknown name is a one-line UsageError listing the
+    valid ones.
+    """
+    if operation not in _LAYERS:
+        raise UsageError(f"unknown operation {operation!r}; valid: {', '.join(genotype.KNOWN_OPERATIONS)}")
+    layer_class, shape = _LAYERS[operation]
+    if layer_class in (Pool, Identity):
+        shape = {**shape, "input_channels": filters if input_channels is None else input_channels}
+    return layer_class(filters=filters, strides=strides, settings=settings if settings is not None else BlockSettings(),
+                       name=name, dtype=dtype, **shape)

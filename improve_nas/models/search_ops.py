@@ -1,32 +1,29 @@
-"""The NASNet search space's operations that NASNet-A does not use (Zoph et al. 2018, §3; DARTS for the dilated
-separable ones), following the conventions of `ops`: activation first, ``filters`` output channels, SAME padding,
-bias-free kernels with the NASNet initializer and L2, BN last, ±6 clipping with bounded activations.
+"""Layers for the search space's operations that NASNet-A does not use and no `ops` layer covers: the factorized
+convolutions (Zoph et al. 2018, §3) and the dilated ones (ibid.; DARTS for the separable kind). They follow the
+conventions of `ops`: activation first, ``filters`` output channels, SAME padding, bias-free kernels with the NASNet
+initializer and L2, BN last, ±6 clipping with bounded activations.
 
 Keras/TensorFlow refuse a stride above 1 together with a dilation above 1 in one convolution, so a strided dilated
 operation convolves at stride 1 and keeps every ``strides``-th pixel from the first: the output has the SAME-padded
 size ``ceil(n / strides)``, at ``strides**2`` times the arithmetic of a strided convolution.
 
-`make_search_operation` builds any operation of the space by name (those of NASNet-A through `ops.make_operation`).
+`ops.make_operation` builds these, like every other operation, by name.
 """
 
 from __future__ import annotations
 
 import keras
 
-from improve_nas.errors import UsageError
-from improve_nas.models import genotype
 from improve_nas.models.initializers import kernel_initializer
 from improve_nas.models.layers import (
     BlockSettings,
     Conv2D,
-    ReluConvBN,
     SettingsLayer,
     activation,
     batch_norm,
     clip_if_bounded,
     conv2d,
 )
-from improve_nas.models.ops import Pool, make_operation
 
 DILATION = 2
 
@@ -133,47 +130,3 @@ class DilatedConv(SettingsLayer):
     def get_config(self):
         return {**super().get_config(), "filters": self.filters, "kernel_size": self.kernel_size,
                 "separable": self.separable, "strides": self.strides}
-
-
-# name -> (layer class, its shape arguments); conv_1x1 and conv_3x3 are the existing `ReluConvBN`.
-_SEARCH_LAYERS = {
-    "conv_1x3_3x1": (FactorizedConv, {"kernel_size": 3}),
-    "conv_1x7_7x1": (FactorizedConv, {"kernel_size": 7}),
-    "dil_conv_3x3": (DilatedConv, {"kernel_size": 3, "separable": False}),
-    "max_pool_5x5": (Pool, {"kind": "max", "pool_size": 5}),
-    "max_pool_7x7": (Pool, {"kind": "max", "pool_size": 7}),
-    "conv_1x1": (ReluConvBN, {"kernel_size": 1, "clip_output": True}),
-    "conv_3x3": (ReluConvBN, {"kernel_size": 3, "clip_output": True}),
-    "dil_separable_3x3": (DilatedConv, {"kernel_size": 3, "separable": True}),
-    "dil_separable_5x5": (DilatedConv, {"kernel_size": 5, "separable": True}),
-}
-SEARCH_OPERATIONS = tuple(_SEARCH_LAYERS)
-ALL_OPERATIONS = genotype.KNOWN_OPERATIONS + SEARCH_OPERATIONS
-
-
-def make_search_operation(
-    operation: str,
-    *,
-    filters: int,
-    strides: int = 1,
-    input_channels: int | None = None,
-    settings: BlockSettings | None = None,
-    name: str | None = None,
-    dtype=None,
-) -> keras.layers.Layer:
-    """The layer for any operation of the search space (`ALL_OPERATIONS`), mapping its input to ``filters`` channels.
-
-    ``input_channels`` (needed by the pools and ``none`` to decide a projection) defaults to ``filters``; an unknown
-    name is a one-line UsageError listing the valid ones.
-    """
-    settings = settings if settings is not None else BlockSettings()
-    input_channels = filters if input_channels is None else input_channels
-    if operation in genotype.KNOWN_OPERATIONS:
-        return make_operation(operation, filters=filters, input_channels=input_channels, strides=strides,
-                              settings=settings, name=name, dtype=dtype)
-    if operation not in _SEARCH_LAYERS:
-        raise UsageError(f"unknown operation {operation!r}; valid: {', '.join(ALL_OPERATIONS)}")
-    layer_class, shape = _SEARCH_LAYERS[operation]
-    if layer_class is Pool:
-        shape = {**shape, "input_channels": input_channels}
-    return layer_class(filters=filters, strides=strides, settings=settings, name=name, dtype=dtype, **shape)

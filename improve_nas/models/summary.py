@@ -7,10 +7,13 @@ import math
 import keras
 
 from improve_nas.errors import UsageError
+from improve_nas.models.genotype import CellGenotype
 from improve_nas.models.nasnet import NASNet
 
 
-def summarize(*, num_classes: int, image_shape: tuple[int, int, int] = (32, 32, 3), **nasnet_kwargs) -> dict:
+def summarize(*, num_classes: int, image_shape: tuple[int, int, int] = (32, 32, 3),
+              normal_genotype: CellGenotype | dict | None = None, reduction_genotype: CellGenotype | dict | None = None,
+              **nasnet_kwargs) -> dict:
     """Describes the NASNet that ``NASNet(num_classes=..., **nasnet_kwargs)`` builds on ``image_shape`` images.
 
     The model is built (weights created, nothing run) with the aux head whatever
@@ -25,6 +28,8 @@ def summarize(*, num_classes: int, image_shape: tuple[int, int, int] = (32, 32, 
     Args:
         num_classes: Number of logits.
         image_shape: ``(height, width, channels)`` of one input image.
+        normal_genotype: The normal cell (`CellGenotype` or its config dict); None is NASNet-A's.
+        reduction_genotype: The reduction cell, likewise.
         **nasnet_kwargs: Any other `NASNet` constructor argument.
 
     Returns:
@@ -39,7 +44,8 @@ def summarize(*, num_classes: int, image_shape: tuple[int, int, int] = (32, 32, 
     image_shape = tuple(image_shape)
     if len(image_shape) != 3 or not all(isinstance(d, int) and d >= 1 for d in image_shape):
         raise UsageError(f"image_shape={image_shape!r} is invalid; it must be three positive integers (H, W, C)")
-    model = NASNet(num_classes=num_classes, **{**nasnet_kwargs, "use_aux_head": True})
+    model = NASNet(num_classes=num_classes, normal_genotype=normal_genotype, reduction_genotype=reduction_genotype,
+                   **{**nasnet_kwargs, "use_aux_head": True})
     model.build((None, *image_shape))
 
     aux_head = getattr(model, "aux_head", None)

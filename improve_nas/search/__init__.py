@@ -1,6 +1,6 @@
 """What proposes the subnetworks the AdaNet engine trains: NASNet builders and generators.
 
-    builders         NASNetBuilder (one NASNet-A candidate from hparams) and `improve-nas summary`'s description
+    builders         NASNetBuilder (one NASNet candidate: hparams and a genotype) and `improve-nas summary`'s description
     generators       simple (the same NASNet every iteration) and dynamic (a deeper and a wider one than the last)
     space            the NASNet cell search space as data: operation sets, genotypes (canonical hash, JSON, text),
                      NASNet-A / AmoebaNet-A / DARTS-V2, uniform sampling and mutation

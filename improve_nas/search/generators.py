@@ -16,10 +16,11 @@ WIDER_FILTERS = 10  # and its "wider" candidate adds this many base filters
 
 
 class SimpleGenerator(Generator):
-    """The same NASNet every iteration: after B iterations, an ensemble of B identical architectures."""
+    """The same NASNet every iteration, with `hparams.genotype`'s cells (NASNet-A by default): after B iterations, an
+    ensemble of B identical architectures."""
 
     def __init__(self, hparams: HParams, *, iteration_steps: int, dtype: str | None = None):
-        self._builder = NASNetBuilder(hparams, total_training_steps=iteration_steps, dtype=dtype)
+        self._builder = NASNetBuilder.from_hparams(hparams, total_training_steps=iteration_steps, dtype=dtype)
 
     def generate_candidates(self, previous_ensemble, iteration):
         return [self._builder]
@@ -30,19 +31,22 @@ class DynamicGenerator(Generator):
 
     It grows from the previous ensemble's *last* member, read from the plain values that member persisted (not from
     graph tensors, which the original tried and which could not work after iteration 0). The starting architecture
-    itself is never a candidate: iteration 0 already grows it.
+    itself is never a candidate: iteration 0 already grows it. Both candidates keep that member's genotype (NASNet-A
+    for a member recorded without one); the first iteration starts from `hparams.genotype`.
     """
 
     def __init__(self, hparams: HParams, *, iteration_steps: int, dtype: str | None = None):
-        self._base = NASNetBuilder(hparams, total_training_steps=iteration_steps, dtype=dtype)
+        self._base = NASNetBuilder.from_hparams(hparams, total_training_steps=iteration_steps, dtype=dtype)
 
     def generate_candidates(self, previous_ensemble: EnsembleRecord | None, iteration: int):
-        cells, filters = self._base.hparams.num_cells, self._base.hparams.num_conv_filters
+        base = self._base
+        cells, filters = base.hparams.num_cells, base.hparams.num_conv_filters
         if previous_ensemble is not None and previous_ensemble.members:
             last = previous_ensemble.members[-1].shared
             cells, filters = int(last["num_cells"]), int(last["num_conv_filters"])
-        return [self._base.with_architecture(num_cells=cells + DEEPER_CELLS, num_conv_filters=filters),
-                self._base.with_architecture(num_cells=cells, num_conv_filters=filters + WIDER_FILTERS)]
+            base = base.with_genotype(NASNetBuilder.genotype_of(last))
+        return [base.with_architecture(num_cells=cells + DEEPER_CELLS, num_conv_filters=filters),
+                base.with_architecture(num_cells=cells, num_conv_filters=filters + WIDER_FILTERS)]
 
 
 SEARCH_GENERATORS = {"random": RandomGenerator, "evolution": EvolutionGenerator, "controller": ControllerGenerator}

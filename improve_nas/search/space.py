@@ -8,16 +8,18 @@ convolutional cell are concatenated"), unless a published cell names its own lis
 normal and a reduction cell; the reduction cell applies stride 2 to the operations that read states 0 and 1 (that
 is the builder's business, not this module's).
 
-Operation sets (names below are this module's, stable; the TF-slim spellings where `models.genotype` has them):
+Operation sets (the names are `models.genotype`'s, which builds every one; TF-slim's spellings for NASNet-A's six):
     nasnet  the 13 of Zoph, Vasudevan, Shlens, Le, *Learning Transferable Architectures for Scalable Image
             Recognition*, CVPR 2018, §3: identity; 1x3 then 3x1 conv; 1x7 then 7x1 conv; 3x3 dilated conv;
             3x3 average pool; 3x3, 5x5, 7x7 max pool; 1x1 conv; 3x3 conv; 3x3, 5x5, 7x7 separable conv.
     amoeba  the 8 of Real, Aggarwal, Huang, Le, *Regularized Evolution for Image Classifier Architecture Search*,
             AAAI 2019, §"Search space": none (identity); 3x3, 5x5, 7x7 separable conv; 3x3 average pool; 3x3 max
-            pool; 3x3 dilated separable conv; 1x7 then 7x1 conv. Written from the paper's list as remembered and
-            not re-read here (the stored reference pages did not hold it); corroborated by AmoebaNet-A's published
-            cells (tensorflow/tpu models/official/amoeba_net/model_specs.py), which use 7 of these 8 operations
-            and nothing else.
+            pool; 3x3 dilated separable conv; 1x7 then 7x1 conv. The paper's own section was not among the stored
+            pages (they hold its abstract only); checked instead against AMOEBA_OPS in facebookresearch/unnas
+            (pycls/models/nas/genotypes.py, the design spaces of Radosavovic et al. 2019) and in microsoft/nni
+            (nni/nas/hub/pytorch/nasnet.py, class AmoebaNet, which follows pycls), both exactly these 8, and
+            against AmoebaNet-A's cells in tensorflow/tpu (models/official/amoeba_net/model_specs.py,
+            "amoeba_net_a"), which use 7 of them and nothing else.
     darts   the 7 of Liu, Simonyan, Yang, *DARTS: Differentiable Architecture Search*, ICLR 2019 (quark0/darts
             cnn/genotypes.py PRIMITIVES) without `none` (DARTS' "zero", not an identity): 3x3 and 5x5 separable
             conv, 3x3 and 5x5 dilated separable conv, 3x3 max and average pool, skip_connect (identity).
@@ -47,34 +49,34 @@ from improve_nas.models import genotype as models_genotype
 NUM_INPUT_STATES = models_genotype.NUM_INPUT_STATES  # states 0 and 1
 DEFAULT_NUM_BLOCKS = 5  # B of Zoph et al. 2018
 
+_G = models_genotype
 # name -> short form of the one-line text, in the order of Zoph et al. 2018's list (then the dilated separables).
+# The order is part of the canonical form (`_sort_key`), so of every digest: append, never reorder.
 OPERATIONS = {
-    models_genotype.IDENTITY: "id",
-    "conv_1x3_3x1": "conv1x3",
-    "conv_1x7_7x1": "conv1x7",
-    "dil_conv_3x3": "dil3",
-    models_genotype.AVG_POOL_3X3: "avg3",
-    models_genotype.MAX_POOL_3X3: "max3",
-    "max_pool_5x5": "max5",
-    "max_pool_7x7": "max7",
-    "conv_1x1": "conv1",
-    "conv_3x3": "conv3",
-    models_genotype.SEPARABLE_3X3: "sep3",
-    models_genotype.SEPARABLE_5X5: "sep5",
-    models_genotype.SEPARABLE_7X7: "sep7",
-    "dil_separable_3x3": "dsep3",
-    "dil_separable_5x5": "dsep5",
+    _G.IDENTITY: "id",
+    _G.CONV_1X3_3X1: "conv1x3",
+    _G.CONV_1X7_7X1: "conv1x7",
+    _G.DILATED_CONV_3X3: "dil3",
+    _G.AVG_POOL_3X3: "avg3",
+    _G.MAX_POOL_3X3: "max3",
+    _G.MAX_POOL_5X5: "max5",
+    _G.MAX_POOL_7X7: "max7",
+    _G.CONV_1X1: "conv1",
+    _G.CONV_3X3: "conv3",
+    _G.SEPARABLE_3X3: "sep3",
+    _G.SEPARABLE_5X5: "sep5",
+    _G.SEPARABLE_7X7: "sep7",
+    _G.DILATED_SEPARABLE_3X3: "dsep3",
+    _G.DILATED_SEPARABLE_5X5: "dsep5",
 }
 _BY_SHORT = {short: name for name, short in OPERATIONS.items()}
 
 OP_SETS: dict[str, tuple[str, ...]] = {
     "nasnet": tuple(OPERATIONS)[:13],
-    "amoeba": (models_genotype.IDENTITY, models_genotype.SEPARABLE_3X3, models_genotype.SEPARABLE_5X5,
-               models_genotype.SEPARABLE_7X7, models_genotype.AVG_POOL_3X3, models_genotype.MAX_POOL_3X3,
-               "dil_separable_3x3", "conv_1x7_7x1"),
-    "darts": (models_genotype.SEPARABLE_3X3, models_genotype.SEPARABLE_5X5, "dil_separable_3x3",
-              "dil_separable_5x5", models_genotype.MAX_POOL_3X3, models_genotype.AVG_POOL_3X3,
-              models_genotype.IDENTITY),
+    "amoeba": (_G.IDENTITY, _G.SEPARABLE_3X3, _G.SEPARABLE_5X5, _G.SEPARABLE_7X7, _G.AVG_POOL_3X3, _G.MAX_POOL_3X3,
+               _G.DILATED_SEPARABLE_3X3, _G.CONV_1X7_7X1),
+    "darts": (_G.SEPARABLE_3X3, _G.SEPARABLE_5X5, _G.DILATED_SEPARABLE_3X3, _G.DILATED_SEPARABLE_5X5, _G.MAX_POOL_3X3,
+              _G.AVG_POOL_3X3, _G.IDENTITY),
 }
 
 
@@ -175,11 +177,7 @@ class Cell:
         return " ".join(parts)
 
     def to_cell_genotype(self) -> models_genotype.CellGenotype:
-        """This cell as `models.genotype.CellGenotype`, when every operation has a layer there."""
-        for operation in self.operations:
-            if operation not in models_genotype.KNOWN_OPERATIONS:
-                raise UsageError(f"operation {operation} has no layer yet; operations with layers: "
-                                 f"{', '.join(models_genotype.KNOWN_OPERATIONS)}")
+        """This cell as `models.genotype.CellGenotype`, what the NASNet model builds."""
         outputs = set(self.output_states)
         return models_genotype.CellGenotype(
             operations=self.operations,
@@ -332,20 +330,20 @@ NASNET_A = Genotype.from_cell_genotypes(models_genotype.NASNET_A_NORMAL, models_
 
 # AmoebaNet-A (Real et al. 2019, Figure 4), from tensorflow/tpu models/official/amoeba_net/model_specs.py
 # (cell "amoeba_net_a"), which uses TF-slim's numbering and output flags, as models.genotype does.
-_ID, _AVG, _MAX = models_genotype.IDENTITY, models_genotype.AVG_POOL_3X3, models_genotype.MAX_POOL_3X3
-_SEP3, _SEP5, _SEP7 = models_genotype.SEPARABLE_3X3, models_genotype.SEPARABLE_5X5, models_genotype.SEPARABLE_7X7
+_ID, _AVG, _MAX = _G.IDENTITY, _G.AVG_POOL_3X3, _G.MAX_POOL_3X3
+_SEP3, _SEP5, _SEP7 = _G.SEPARABLE_3X3, _G.SEPARABLE_5X5, _G.SEPARABLE_7X7
 AMOEBANET_A = Genotype(
     normal=Cell((((_AVG, 0), (_MAX, 0)), ((_SEP3, 1), (_ID, 1)), ((_ID, 0), (_AVG, 1)), ((_SEP3, 0), (_SEP5, 2)),
                  ((_AVG, 5), (_SEP3, 0))), concat=(1, 3, 4, 6)),
     reduce=Cell((((_SEP3, 1), (_AVG, 0)), ((_MAX, 0), (_SEP7, 2)), ((_MAX, 1), (_MAX, 0)),
-                 ((_SEP3, 4), ("conv_1x7_7x1", 0)), ((_AVG, 1), (_SEP7, 0))), concat=(2, 3, 4, 5, 6)),
+                 ((_SEP3, 4), (_G.CONV_1X7_7X1, 0)), ((_AVG, 1), (_SEP7, 0))), concat=(2, 3, 4, 5, 6)),
 )
 
 # DARTS-V2 (Liu et al. 2019, second-order search; quark0/darts cnn/genotypes.py DARTS_V2). DARTS numbers the
 # previous-previous cell 0 and the previous cell 1, the reverse of ours, so its states 0 and 1 are exchanged here
 # (checked on that file's NASNet genotype, which becomes models.genotype's NASNET_A wiring under the exchange).
 # 4 blocks; DARTS concatenates every block state.
-_DSEP3 = "dil_separable_3x3"
+_DSEP3 = _G.DILATED_SEPARABLE_3X3
 DARTS_V2 = Genotype(
     normal=Cell((((_SEP3, 1), (_SEP3, 0)), ((_SEP3, 1), (_SEP3, 0)), ((_SEP3, 0), (_ID, 1)),
                  ((_ID, 1), (_DSEP3, 2))), concat=(2, 3, 4, 5)),
@@ -362,6 +360,27 @@ def named_genotype(name: str) -> Genotype:
         raise UsageError(f"unknown genotype {name!r}; {nearest(str(name), NAMED_GENOTYPES)}"
                          f"valid: {', '.join(NAMED_GENOTYPES)}")
     return NAMED_GENOTYPES[name]
+
+
+def resolve_genotype(reference: str) -> Genotype:
+    """The genotype `reference` names: one of `NAMED_GENOTYPES`, or the path of a .json file holding `to_json`'s form.
+
+    The hparam `genotype` is such a reference. Every failure is a one-line UsageError; those of a file name its path.
+    """
+    reference = str(reference)
+    if not reference.endswith(".json"):
+        return named_genotype(reference)
+    try:
+        with open(reference, encoding="utf-8") as file:
+            text = file.read()
+    except (OSError, UnicodeDecodeError) as error:
+        reason = "not UTF-8 text" if isinstance(error, UnicodeDecodeError) else error.strerror or str(error)
+        raise UsageError(f"cannot read the genotype file {reference} ({reason}); give the path of a .json file "
+                         f"holding one genotype, or a name: {', '.join(NAMED_GENOTYPES)}") from None
+    try:
+        return Genotype.from_json(text)
+    except UsageError as error:
+        raise UsageError(f"genotype file {reference}: {error}") from None
 
 
 def _sample_cell(rng: np.random.Generator, operations: Sequence[str], num_blocks: int) -> Cell:
