@@ -6,6 +6,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import pathlib
+import subprocess
+import sys
 
 import keras
 import numpy as np
@@ -71,6 +75,38 @@ def test_the_state_survives_clear_session_and_leaves_keras_name_counters_alone()
     assert dict(global_state.get_global_attribute("object_name_uids") or {}) == counters
     assert [g.to_json() for g in after[0]] == [g.to_json() for g in expected[0]] and after[1] == expected[1]
     assert keras.layers.Dense(2).name == "dense_1"  # as if no controller had run
+
+
+_UNDER_DISTRIBUTION = """
+import json, os, sys
+import keras
+from improve_nas.search import controller, proposals
+if keras.backend.backend() == "tensorflow":
+    import tensorflow as tf
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    scope = tf.distribute.MirroredStrategy().scope
+else:
+    scope = keras.distribution.DataParallel().scope
+first, state = controller.controller_proposals(3, 0, [], 4, "darts", num_blocks=2, units=16)
+history = [proposals.history_entry(0, g, float(i)) for i, g in enumerate(first)]
+alone = controller.controller_proposals(3, 1, history, 4, "darts", state=state, num_blocks=2, units=16)
+keras.config.set_dtype_policy("mixed_bfloat16")
+with scope():
+    within = controller.controller_proposals(3, 1, history, 4, "darts", state=state, num_blocks=2, units=16)
+print(json.dumps({"same": within[1] == alone[1], "devices": len(keras.distribution.list_devices())}))
+"""
+
+
+def test_the_update_is_the_same_under_a_distribution_and_a_dtype_policy_of_the_caller():
+    # The engine proposes inside its distribution scope: a mirrored strategy over 2 devices would scale the update.
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+           "PYTHONPATH": os.pathsep.join([str(pathlib.Path(__file__).resolve().parent.parent),
+                                          os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, "-c", _UNDER_DISTRIBUTION], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == {"same": True, "devices": 2}
 
 
 def test_proposals_are_distinct_and_never_repeat_the_history():

@@ -32,11 +32,13 @@ sampling uses numpy on the weights (a numpy mirror of the Keras forward pass, `_
 model whose `compute_loss` is the loss above), so states written by the two backends differ in their last bits,
 and a state restored on the same backend proposes bit-identically.
 
-Keras global state. The model and its optimizer are built anew in every call, with every name given explicitly (the
-model, its weights, the optimizer) and no Keras initializer, layer or seed generator that would draw an automatic
-name or a default seed: a call leaves Keras' name counters as it found them, so the engine's layer names do not
-depend on whether a controller ran, and it needs no `keras.backend.clear_session()` of its own (which would reset the
-counters under the engine's feet). Nothing of the model outlives the call.
+Keras and the engine. The engine calls its generator inside an iteration: after `keras.backend.clear_session()`,
+under its distribution scope, with the previous ensemble loaded. The controller's model and optimizer are built anew
+in every call and run in a short-lived thread of their own (`_update`): Keras' global state (the name counters, the
+dtype policy, a JAX distribution) and TensorFlow's distribution strategy are per thread, so a call leaves the
+engine's layer names as they were, needs no `clear_session` of its own (which would reset the counters under the
+engine's feet), and computes the same update under any distribution (a mirrored strategy would otherwise scale it).
+Every name is explicit as well (the model, its weights, the optimizer). Nothing of the model outlives the call.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ import base64
 import dataclasses
 import io
 import math
+import threading
 
 import numpy as np
 
@@ -213,7 +216,7 @@ def _network(layout: Layout, units: int, entropy_weight: float):
 
     class ControllerNetwork(keras.Model):
         def __init__(self):
-            super().__init__(name="nas_controller")
+            super().__init__(name="nas_controller", dtype="float32")  # whatever the global dtype policy
             self.w = {name: self.add_weight(shape=shape, initializer="zeros", name=name)
                       for name, shape in _weight_shapes(layout, units).items()}
             self.built = True
@@ -246,8 +249,28 @@ def _network(layout: Layout, units: int, entropy_weight: float):
     return ControllerNetwork()
 
 
-def _update(w: dict, optimizer_state: dict, layout: Layout, units: int, actions: np.ndarray,
-            advantages: np.ndarray, learning_rate: float, entropy_weight: float) -> tuple[dict, dict]:
+def _update(*args) -> tuple[dict, dict]:
+    """`_update_in_keras` in a thread of its own: Keras' global state (name counters, dtype policy, distribution)
+    and TensorFlow's distribution strategy are per thread, so the caller's scope neither reaches the update (a
+    mirrored strategy would change it) nor sees it."""
+    outcome = {}
+
+    def run():
+        try:
+            outcome["value"] = _update_in_keras(*args)
+        except BaseException as error:  # re-raised in the caller's thread
+            outcome["error"] = error
+
+    worker = threading.Thread(target=run, name="nas_controller_update")
+    worker.start()
+    worker.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
+
+
+def _update_in_keras(w: dict, optimizer_state: dict, layout: Layout, units: int, actions: np.ndarray,
+                     advantages: np.ndarray, learning_rate: float, entropy_weight: float) -> tuple[dict, dict]:
     """One REINFORCE step in Keras; returns the new weights and Adam's variables (without the learning rate)."""
     import keras
 
