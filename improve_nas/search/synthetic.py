@@ -8,15 +8,18 @@ iterations are not comparable; strategies must cope with it. Nothing here says a
 the landscape is separable and smooth by construction, which is what makes a strategy's search visible.
 
 `distance_pmf` gives the exact distribution of a uniform genotype's distance to the target, hence the analytic
-expectation of random search's best distance after N draws (`expected_best_distance`).
+expectation of random search's best distance after N draws (`expected_best_distance`). `simulate` runs a strategy
+(random, evolution, controller) against the objective as the AdaNet loop would, one member joining per iteration.
 """
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
-from improve_nas.errors import UsageError
-from improve_nas.search import space
+from improve_nas.errors import UsageError, nearest
+from improve_nas.search import proposals, space
 
 OPERATION_COST = 2
 STATE_COST = 1
@@ -87,3 +90,49 @@ class SyntheticObjective:
 
 def _pair_cost(pair, other) -> int:
     return OPERATION_COST * (pair[0] != other[0]) + STATE_COST * (pair[1] != other[1])
+
+
+STRATEGIES = ("random", "evolution", "controller")
+
+
+@dataclasses.dataclass(frozen=True)
+class Simulation:
+    """One SYNTHETIC search run: the best distance found after each iteration, the record, the ensemble."""
+
+    best_distances: list[int]
+    history: list[dict]
+    ensemble: list[space.Genotype]
+
+
+def simulate(strategy: str, seed: int, iterations: int, k: int, *, op_set: str = "darts", num_blocks: int = 3,
+             noise: float = 0.01, drift: float = 0.02, **options) -> Simulation:
+    """Runs a search strategy for `iterations` × `k` candidates on `SyntheticObjective(seed)`: SYNTHETIC, no training.
+
+    Each iteration mimics one AdaNet iteration: the strategy proposes `k` genotypes from the record so far, each is
+    scored by `loss` (its selection loss), and the one with the lowest joins the ensemble (whose genotypes
+    evolution's `parents="ensemble"` draws from). `options` go to the strategy's function (population, tournament,
+    parents; the controller's units, learning_rate, entropy_weight, baseline_decay); the controller's state is
+    carried from call to call as the engine would.
+    """
+    if strategy not in STRATEGIES:
+        raise UsageError(f"unknown strategy {strategy!r}; {nearest(str(strategy), STRATEGIES)}"
+                         f"valid: {', '.join(STRATEGIES)}")
+    objective = SyntheticObjective(seed, op_set, num_blocks, noise=noise, drift=drift)
+    history, ensemble, best, state = [], [], [], None
+    for iteration in range(iterations):
+        if strategy == "random":
+            genotypes = proposals.random_proposals(seed, iteration, history, k, op_set, num_blocks, **options)
+        elif strategy == "evolution":
+            genotypes = proposals.evolution_proposals(seed, iteration, history, k, op_set, num_blocks=num_blocks,
+                                                      ensemble=ensemble, **options)
+        else:
+            from improve_nas.search import controller  # Keras, only when asked for
+
+            genotypes, state = controller.controller_proposals(seed, iteration, history, k, op_set, state=state,
+                                                               num_blocks=num_blocks, **options)
+        losses = [objective.loss(genotype, iteration) for genotype in genotypes]
+        history += [proposals.history_entry(iteration, g, loss) for g, loss in zip(genotypes, losses)]
+        ensemble.append(genotypes[int(np.argmin(losses))])
+        found = min(objective.distance(genotype) for genotype in genotypes)
+        best.append(min(found, best[-1]) if best else found)
+    return Simulation(best, history, ensemble)
