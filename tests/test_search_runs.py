@@ -22,7 +22,7 @@ from improve_nas.search.space import Genotype
 pytestmark = pytest.mark.slow
 SEED = 11
 # Two iterations of 4 steps, 2 candidates each; no reduction cells (a reduction cell only adds tracing time here).
-TINY = dict(num_cells=3, num_conv_filters=2, num_reduction_layers=0, boosting_iterations=2,
+TINY = dict(num_cells=3, num_conv_filters=2, num_reduction_layers=0, boosting_iterations=2, num_blocks=3,
             candidates_per_iteration=2, population=4, tournament=2, evaluator_steps=2)
 
 
@@ -50,20 +50,24 @@ def _proposed(summaries):
 
 
 @pytest.mark.parametrize("generator", ["random", "evolution", "controller"])
-def test_a_killed_search_proposes_on_resume_what_an_uninterrupted_one_proposes(tmp_path, digits, generator):
-    reference = _grow(tmp_path / "reference", digits, generator)
-    proposed = _proposed(reference)
-    assert len({h for hashes in proposed for h in hashes}) == 4  # never a genotype twice in a run
+def test_a_killed_search_proposes_on_resume_what_the_killed_run_was_training(tmp_path, digits, generator):
+    trained = {}  # iteration -> genotype hashes of the candidates the run trains
 
     def kill_in_iteration_1(model, iteration, start_step):
+        trained[iteration] = [builder.shared()["genotype_hash"] for builder in model.builders]
         return [Interrupt(3)] if iteration == 1 else []  # its last checkpoint is at step 2
 
     with pytest.raises(KeyboardInterrupt):
         _grow(tmp_path / "run", digits, generator, make_callbacks=kill_in_iteration_1)
     assert RunDirectory(str(tmp_path / "run")).finished_iterations() == [0]
-    assert _proposed(_grow(tmp_path / "run", digits, generator)) == proposed
-    for sub in reference[1]["subnetworks"]:
-        Genotype.from_dict(sub["shared"]["genotype"]).check_op_set("nasnet")
+    # A new process would start from nothing but the run directory: a new generator, a cleared Keras session.
+    resumed = _grow(tmp_path / "run", digits, generator)
+    assert _proposed(resumed) == [trained[0], trained[1]]
+    assert len(set(trained[0] + trained[1])) == 4  # never a genotype twice in a run
+    for summary in resumed:
+        for sub in summary["subnetworks"]:
+            Genotype.from_dict(sub["shared"]["genotype"]).check_op_set("nasnet")
+            assert sub["selection_loss"] is not None and sub["loss"] is not None
     if generator == "controller":
         state = json.loads((tmp_path / "run" / "iterations" / "1" / "architecture.json").read_text())
         assert state["generator_state"]["controller"]  # weights, optimizer and baseline, restored on resume

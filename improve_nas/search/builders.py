@@ -94,7 +94,8 @@ class NASNetBuilder(Builder):
 
     def shared(self) -> dict[str, Any]:
         return {"num_cells": self._hparams.num_cells, "num_conv_filters": self._hparams.num_conv_filters,
-                "genotype": self._genotype.to_dict(), "genotype_hash": self._genotype.digest()}
+                "genotype": self._genotype.to_dict(), "genotype_text": self._genotype.text(),
+                "genotype_hash": self._genotype.digest()}
 
     def build_subnetwork(self, *, num_classes: int, input_shape: tuple[int, ...]):
         from improve_nas.models.nasnet import NASNet
