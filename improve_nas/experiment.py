@@ -37,7 +37,9 @@ def experiment(config: Config, dataset: ImageDataset, *, seed: int, augmentation
     Raises:
       UsageError: `selection=holdout` leaves no training or no selection examples.
     """
-    import improve_nas.models  # noqa: F401  registers NASNet with Keras: members saved earlier load on resume
+    # Registers NASNet, its cells and operations with Keras, so members saved earlier load on resume (importing the
+    # `improve_nas.models` package alone loads nothing).
+    import improve_nas.models.nasnet  # noqa: F401
     from improve_nas.search.generators import make_generator
 
     data = partitions(dataset, config, seed=seed)

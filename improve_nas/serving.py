@@ -15,12 +15,14 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from improve_nas import keras_members, models
+from improve_nas import keras_members
 from improve_nas.adanet import ensemble_model, ensemblers
 from improve_nas.data import augment
+from improve_nas.models import nasnet
 
-# Imported for the classes they register, so that loading an exported `ensemble.keras` needs only this module.
-REGISTERING_MODULES = (ensemble_model, ensemblers, augment, models, keras_members)
+# Imported for the classes they register, so that loading an exported `ensemble.keras` needs only this module
+# (`nasnet` imports every cell and operation layer; the `improve_nas.models` package alone loads nothing).
+REGISTERING_MODULES = (ensemble_model, ensemblers, augment, nasnet, keras_members)
 IMAGE_DTYPE = "uint8"
 
 
