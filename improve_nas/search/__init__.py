@@ -1,14 +1,15 @@
 """What proposes the subnetworks the AdaNet engine trains: NASNet builders and generators.
 
     builders         NASNetBuilder (one NASNet candidate: hparams and a genotype) and `improve-nas summary`'s description
-    generators       simple (the same NASNet every iteration) and dynamic (a deeper and a wider one than the last)
+    generators       simple (the same NASNet every iteration) and dynamic (a deeper and a wider one than the last);
+                     the registry of every generator
+    strategy_generators  random, evolution and controller: the strategies as generators over the engine's record
     space            the NASNet cell search space as data: operation sets, genotypes (canonical hash, JSON, text),
                      NASNet-A / AmoebaNet-A / DARTS-V2, uniform sampling and mutation
     proposals        search strategies as pure functions of (seed, iteration, history): random, regularized evolution
+    controller       the NAS-RL / NASNet LSTM controller trained by REINFORCE, as a pure function of its state
     synthetic        a SYNTHETIC objective over genotypes (no training), to test that the strategies search
     drawing          genotypes as pictures: a cell as a graph, DOT (pydot), SVG/PNG (matplotlib), text, JSON
-
-`space`, `proposals` and `synthetic` are not wired into training yet (issue 14).
 
 Generators reach the engine only through `improve_nas.adanet.Generator`.
 """
