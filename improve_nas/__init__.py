@@ -9,20 +9,9 @@ The Python API (README, "Python API"), loaded on first access:
     load_model  load an exported ensemble (export/ensemble.keras, or the run directory)
 """
 
-import importlib
+from improve_nas.lazy_exports import lazy_exports
 
 __version__ = "0.1.0"
 
 _EXPORTS = {"api": ("GrowResult", "grow", "load_model", "train")}
-_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
-__all__ = sorted(_MODULE_OF)
-
-
-def __getattr__(name: str):
-    if name in _MODULE_OF:
-        return getattr(importlib.import_module(f"improve_nas.{_MODULE_OF[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__all__, __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -18,8 +18,8 @@ PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "improve_nas"
 
 # package -> prefixes of improve_nas modules it may import (besides itself)
 ALLOWED = {
-    "improve_nas.models": ("improve_nas.errors",),
-    "improve_nas.adanet": ("improve_nas.errors", "improve_nas.storage"),
+    "improve_nas.models": ("improve_nas.errors", "improve_nas.lazy_exports"),
+    "improve_nas.adanet": ("improve_nas.errors", "improve_nas.lazy_exports", "improve_nas.storage"),
     "improve_nas.search": ("improve_nas.errors", "improve_nas.adanet.subnetwork", "improve_nas.config",
                            "improve_nas.models"),
     "improve_nas.storage": ("improve_nas.errors",),

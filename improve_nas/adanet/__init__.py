@@ -20,7 +20,7 @@ Strategies and ensemblers are chosen by name or passed as objects: `EngineSettin
 instance, `EngineSettings.ensembler` an `EnsemblerSpec` (or a subclass whose `build` returns a registered layer).
 """
 
-import importlib
+from improve_nas.lazy_exports import lazy_exports
 
 # Names exported here, by the module that defines them. Loaded on first access (PEP 562), so that importing one
 # Keras-free module of the package (`cluster`, `distribution`'s checks) does not import Keras and TensorFlow.
@@ -37,15 +37,4 @@ _EXPORTS = {
     "strategies": ("AllStrategy", "EnsembleCandidate", "GrowStrategy", "SoloStrategy", "Strategy", "make_strategy"),
     "subnetwork": ("Builder", "CandidateRecord", "EnsembleRecord", "Generator", "MemberRecord"),
 }
-_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
-__all__ = sorted(_MODULE_OF)
-
-
-def __getattr__(name: str):
-    if name in _MODULE_OF:
-        return getattr(importlib.import_module(f"improve_nas.adanet.{_MODULE_OF[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__all__, __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

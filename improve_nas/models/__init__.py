@@ -7,19 +7,8 @@ parameter and multiply-add counts. The search space over these cells is `improve
 The package knows nothing of AdaNet. Importing it imports no Keras: its exports load on first access.
 """
 
-import importlib
+from improve_nas.lazy_exports import lazy_exports
 
 _EXPORTS = {"genotype": ("NASNET_A_NORMAL", "NASNET_A_REDUCTION", "CellGenotype"), "nasnet": ("NASNet",),
             "summary": ("format_summary", "summarize")}
-_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
-__all__ = sorted(_MODULE_OF)
-
-
-def __getattr__(name: str):
-    if name in _MODULE_OF:
-        return getattr(importlib.import_module(f"improve_nas.models.{_MODULE_OF[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__all__, __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
