@@ -113,9 +113,9 @@ class HParams:
     tournament: int = 5  # evolution: S candidates per tournament (Real et al. 2019 used 25)
     parents: str = choice("tournament", choices.PARENTS, owner="improve_nas.search.proposals:PARENTS")
     controller_units: int = 100  # LSTM units of the controller (Zoph et al. 2018)
-    controller_learning_rate: float = 0.05  # Adam, one REINFORCE update per iteration
-    controller_entropy_weight: float = 0.01  # entropy bonus of the REINFORCE loss
-    controller_baseline_decay: float = 0.7  # moving-average baseline of the reward
+    controller_learning_rate: float = 0.03  # Adam, one REINFORCE update per iteration (NASNet: 0.00035, with PPO)
+    controller_entropy_weight: float = 0.01  # entropy bonus of the REINFORCE loss (NASNet: 0.00001)
+    controller_baseline_decay: float = 0.95  # moving-average baseline of the reward (NASNet's; moot with rank rewards)
 
     def __post_init__(self) -> None:
         _check_choices(self, what="hparam")

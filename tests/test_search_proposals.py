@@ -57,10 +57,11 @@ def test_fitness_is_the_rank_within_its_iteration():
     assert proposals.iteration_ranks(proposals.parse_history(history)) == [1.0, 0.0, 0.5, 1.0, 0.0]
 
 
-def test_a_missing_or_nan_selection_loss_ranks_last_and_evolution_never_prefers_it():
+def test_a_missing_or_nan_selection_loss_ranks_last_in_evolution():
     g = space.NASNET_A
     history = [proposals.history_entry(0, g, 2.0), proposals.history_entry(0, g, 1.0),
-               proposals.history_entry(0, g, float("nan")), {**proposals.history_entry(0, g, 0.0), "selection_loss": None}]
+               proposals.history_entry(0, g, float("nan")),
+               {**proposals.history_entry(0, g, 0.0), "selection_loss": None}]
     ranks = proposals.iteration_ranks(proposals.parse_history(history))
     assert ranks[:2] == [1.0, 0.0] and all(np.isnan(ranks[2:]))
     rng = np.random.default_rng(0)

@@ -15,11 +15,12 @@ import pytest
 from improve_nas.search import synthetic
 
 OP_SET, BLOCKS, ITERATIONS, K, SEEDS = "darts", 3, 15, 4, range(50)
-# (strategy, options, the least mean improvement over random in distance units): a little under what was measured
+# (strategy, options, the least mean improvement over random, in distance units). Measured (TensorFlow, 2 CPU cores):
+# random 18.08 (analytic 17.46); evolution 15.74, with ensemble parents 16.90; controller 12.58 (164 s, hence slow).
 BEATS_RANDOM = {
-    "evolution": ("evolution", {"parents": "tournament"}, 0.5),
-    "evolution (ensemble parents)": ("evolution", {"parents": "ensemble"}, 0.0),
-    "controller": ("controller", {}, 3.0),
+    "evolution": ("evolution", {"parents": "tournament"}, 1.5),
+    "evolution (ensemble parents)": ("evolution", {"parents": "ensemble"}, 0.75),
+    "controller": ("controller", {}, 4.0),
 }
 
 

@@ -7,8 +7,9 @@
     space            the NASNet cell search space as data: operation sets, genotypes (canonical hash, JSON, text),
                      NASNet-A / AmoebaNet-A / DARTS-V2, uniform sampling and mutation
     proposals        search strategies as pure functions of (seed, iteration, history): random, regularized evolution
-    controller       the NAS-RL / NASNet LSTM controller trained by REINFORCE, as a pure function of its state
-    synthetic        a SYNTHETIC objective over genotypes (no training), to test that the strategies search
+                     (parents by tournament or from the current ensemble)
+    controller       the NAS-RL / NASNet REINFORCE controller (Keras), a pure function of (seed, history, its state)
+    synthetic        a SYNTHETIC objective over genotypes (no training), and `simulate` to test that strategies search
     drawing          genotypes as pictures: a cell as a graph, DOT (pydot), SVG/PNG (matplotlib), text, JSON
 
 Generators reach the engine only through `improve_nas.adanet.Generator`.

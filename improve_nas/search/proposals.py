@@ -3,8 +3,8 @@
 History: the record of every candidate trained so far, chosen or not, in the order trained; each entry a plain
 dict ``{"iteration": int, "genotype": <Genotype.to_json() string or its dict>, "selection_loss": float | None}``
 (other keys are ignored; a None or NaN loss, a candidate not scored or one that diverged, ranks behind every scored
-candidate of its iteration). Randomness comes from ``numpy.random.SeedSequence([seed, iteration, stream])`` only, so a run
-resumed from its record proposes exactly what an uninterrupted run proposes.
+candidate of its iteration). Randomness comes from ``numpy.random.SeedSequence([seed, iteration, stream])`` only, so
+a run resumed from its record proposes exactly what an uninterrupted run proposes.
 
     random      NES-RS (Zaidi et al. 2021; Li & Talwalkar 2019's baseline): K distinct uniform genotypes, none
                 trained before in the run.
