@@ -158,6 +158,13 @@ class HParams:
                 raise UsageError(f"hparam {name}={value} must be positive, or -1 for the default")
 
     @property
+    def candidates_trained_together(self) -> int:
+        """Subnetworks one iteration trains fused (what the memory check sizes for): 2 for dynamic, K for a search."""
+        if self.generator == "dynamic":
+            return 2
+        return self.candidates_per_iteration if self.generator in ("random", "evolution", "controller") else 1
+
+    @property
     def resolved_evaluator_batch_size(self) -> int:
         return self.batch_size if self.evaluator_batch_size < 0 else self.evaluator_batch_size
 

@@ -74,9 +74,8 @@ def _train(config: Config, distribution, location) -> dict:
     seed = distribution.chief_value(_resolve_seed(config, location))
     # The flag-dependent data checks run before Keras is imported, so bad input is refused in a second or two.
     arrays = partition_arrays(dataset, config, seed=seed)
-    # The dynamic generator trains a deeper and a wider candidate together from iteration 1 on.
     run_checks.check_run(config, image_shape=dataset.image_shape, x_train=arrays["x_train"],
-                         y_train=arrays["y_train"], num_candidates=2 if config.hparams.generator == "dynamic" else 1)
+                         y_train=arrays["y_train"], num_candidates=config.hparams.candidates_trained_together)
     inputs = experiment(config, dataset, seed=seed)
 
     from improve_nas.adanet.runtime.run_directory import RunDirectory

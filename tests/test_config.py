@@ -172,3 +172,10 @@ def test_flags_override_the_preset_key_by_key():
 def test_unknown_preset():
     with pytest.raises(UsageError, match="unknown preset 'papr'; choose one of: smoke, quickstart"):
         resolve_config(preset="papr")
+
+
+@pytest.mark.parametrize("hparams, together", [("", 1), ("generator=dynamic", 2),
+                                               ("generator=random,candidates_per_iteration=4", 4),
+                                               ("generator=controller,candidates_per_iteration=2", 2)])
+def test_the_memory_check_sizes_for_the_candidates_an_iteration_trains_together(hparams, together):
+    assert resolve_config(flags=dict(dataset="digits"), hparams=hparams).hparams.candidates_trained_together == together
