@@ -41,7 +41,7 @@ def test_any_other_genotype_is_named_by_its_hash_and_an_equivalent_wiring_by_its
 def test_shared_values_hold_the_size_and_the_genotype_through_json(genotype):
     shared = builder(genotype).shared()
     assert shared == {"num_cells": 3, "num_conv_filters": 2, "genotype": genotype.to_dict(),
-                      "genotype_hash": genotype.digest()}
+                      "genotype_text": genotype.text(), "genotype_hash": genotype.digest()}
     recorded = json.loads(json.dumps(MemberRecord.from_builder(builder(genotype), 0).shared))  # as stored
     assert NASNetBuilder.genotype_of(recorded) == genotype
     assert NASNetBuilder.genotype_of({"num_cells": 3, "num_conv_filters": 2}) == space.NASNET_A  # recorded before
