@@ -13,7 +13,8 @@ from improve_nas.adanet.choices import (
     OPTIMIZERS,
 )
 
-GENERATORS = ("simple", "dynamic", "random", "evolution", "controller")  # improve_nas.search.generators.GENERATORS
+SEARCHING_GENERATORS = ("random", "evolution", "controller")  # improve_nas.search.generators.SEARCH_GENERATORS
+GENERATORS = ("simple", "dynamic", *SEARCHING_GENERATORS)  # improve_nas.search.generators.GENERATORS
 SEARCH_SPACES = ("nasnet", "amoeba", "darts")  # improve_nas.search.space.OP_SETS
 PARENTS = ("tournament", "ensemble")  # improve_nas.search.proposals.PARENTS
 AUGMENTATIONS = ("basic", "none")  # improve_nas.data.augment.ImageAugmentation
@@ -22,4 +23,5 @@ SELECTIONS = ("train", "holdout")  # improve_nas.experiment.partitions
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")  # Keras dtype policy names of the NASNet members
 
 __all__ = ["AUGMENTATIONS", "DATA_FORMATS", "DISTILLATIONS", "DISTRIBUTIONS", "GENERATORS", "LEARNING_RATE_SCHEDULES",
-           "MIXTURE_WEIGHT_TYPES", "OPTIMIZERS", "PARENTS", "PRECISIONS", "SEARCH_SPACES", "SELECTIONS"]
+           "MIXTURE_WEIGHT_TYPES", "OPTIMIZERS", "PARENTS", "PRECISIONS", "SEARCHING_GENERATORS", "SEARCH_SPACES",
+           "SELECTIONS"]

@@ -162,7 +162,7 @@ class HParams:
         """Subnetworks one iteration trains fused (what the memory check sizes for): 2 for dynamic, K for a search."""
         if self.generator == "dynamic":
             return 2
-        return self.candidates_per_iteration if self.generator in ("random", "evolution", "controller") else 1
+        return self.candidates_per_iteration if self.generator in choices.SEARCHING_GENERATORS else 1
 
     @property
     def resolved_evaluator_batch_size(self) -> int:

@@ -122,3 +122,10 @@ def test_a_member_recorded_without_a_genotype_was_nasnet_a():
     builders = make_generator(dataclasses.replace(HPARAMS, genotype="darts_v2"), iteration_steps=100) \
         .generate_candidates(previous, 1)
     assert [b.genotype for b in builders] == [space.NASNET_A, space.NASNET_A]
+
+
+def test_the_searching_generators_are_the_ones_the_config_counts_k_candidates_for():
+    from improve_nas import choices
+    from improve_nas.search.generators import SEARCH_GENERATORS
+
+    assert tuple(SEARCH_GENERATORS) == choices.SEARCHING_GENERATORS

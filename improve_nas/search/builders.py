@@ -94,8 +94,7 @@ class NASNetBuilder(Builder):
 
     def shared(self) -> dict[str, Any]:
         return {"num_cells": self._hparams.num_cells, "num_conv_filters": self._hparams.num_conv_filters,
-                "genotype": self._genotype.to_dict(), "genotype_text": self._genotype.text(),
-                "genotype_hash": self._genotype.digest()}
+                **genotype_fields(self._genotype)}
 
     def build_subnetwork(self, *, num_classes: int, input_shape: tuple[int, ...]):
         from improve_nas.models.nasnet import NASNet
@@ -118,6 +117,11 @@ class NASNetBuilder(Builder):
                              genotype=genotype)
 
 
+def genotype_fields(genotype: space.Genotype) -> dict[str, Any]:
+    """How a genotype is recorded (a member's `shared`, `improve-nas summary`): JSON form, one-line text, digest."""
+    return {"genotype": genotype.to_dict(), "genotype_text": genotype.text(), "genotype_hash": genotype.digest()}
+
+
 def cell_kwargs(genotype: space.Genotype) -> dict[str, Any]:
     """The `NASNet` (and `summarize`) arguments that give it `genotype`'s cells."""
     normal, reduction = genotype.to_cell_genotypes()
@@ -134,8 +138,7 @@ def describe(hparams: HParams, *, num_classes: int = 10, image_shape: tuple[int,
 
     genotype = space.resolve_genotype(hparams.genotype)
     return {"name": subnetwork_name(hparams, genotype), "num_classes": num_classes, "image_shape": list(image_shape),
-            "genotype": genotype.to_dict(), "genotype_text": genotype.text(), "genotype_hash": genotype.digest(),
-            **summarize(num_classes=num_classes, image_shape=image_shape, **nasnet_kwargs(hparams),
+            **genotype_fields(genotype), **summarize(num_classes=num_classes, image_shape=image_shape, **nasnet_kwargs(hparams),
                         **cell_kwargs(genotype))}
 
 

@@ -23,19 +23,17 @@ from improve_nas.search.builders import NASNetBuilder
 def history_entries(history: Sequence[CandidateRecord]) -> list[dict]:
     """The record in the plain form the strategies read; candidates without a genotype (none here) are left out.
 
-    A candidate whose selection loss was not evaluated counts as the worst of its iteration (NaN ranks last).
+    A selection loss that was not evaluated stays None: the strategies rank it behind every scored candidate.
     """
     return [{"iteration": record.iteration, "genotype": record.shared["genotype"],
-             "selection_loss": float("nan") if record.selection_loss is None else record.selection_loss}
-            for record in history if "genotype" in record.shared]
+             "selection_loss": record.selection_loss} for record in history if "genotype" in record.shared]
 
 
-def ensemble_genotypes(previous_ensemble: EnsembleRecord | None) -> list[space.Genotype]:
-    """The genotypes of the current ensemble's members (NES-RE's parents)."""
+def ensemble_genotypes(previous_ensemble: EnsembleRecord | None) -> list[dict | None]:
+    """The genotypes (dict form) of the current ensemble's members, None for one without (NES-RE's parents)."""
     if previous_ensemble is None:
         return []
-    return [space.Genotype.from_dict(member.shared["genotype"]) for member in previous_ensemble.members
-            if "genotype" in member.shared]
+    return [member.shared.get("genotype") for member in previous_ensemble.members]
 
 
 class SearchGenerator(Generator):
