@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 import os
 import pathlib
@@ -68,6 +69,21 @@ def test_digits_split_is_fixed_stratified_and_full_range():
     other_seed = load_dataset("digits", seed=2)
     np.testing.assert_array_equal(dataset.x_train, other_seed.x_train)
     np.testing.assert_array_equal(dataset.y_test, other_seed.y_test)
+    # Stratified: every class keeps its share of the 1,797 (174..183 per class) in both parts.
+    total = np.bincount(dataset.y_train, minlength=10) + np.bincount(dataset.y_test, minlength=10)
+    assert total.sum() == 1797 and total.min() >= 174
+    assert np.all(np.abs(np.bincount(dataset.y_test, minlength=10) - total * 360 / 1797) <= 1)
+
+
+def test_shipped_digits_are_scikit_learn_s_split():
+    pytest.importorskip("sklearn")  # only tools/make_digits.py and this check need it
+    spec = importlib.util.spec_from_file_location("make_digits", ROOT / "tools" / "make_digits.py")
+    make_digits = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(make_digits)
+    expected, dataset = make_digits.sklearn_split(), load_dataset("digits")
+    for name, array in expected.items():
+        np.testing.assert_array_equal(getattr(dataset, name), array, err_msg=name)
+        assert getattr(dataset, name).dtype == array.dtype
 
 
 def test_image_dataset_is_immutable():
