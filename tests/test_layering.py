@@ -4,7 +4,7 @@
 - the AdaNet engine (`improve_nas.adanet`, algorithm and runtime) knows nothing of NASNet, data sets, the
   configuration, the search space or the command line (it may use storage and the error type);
 - the search package reaches the engine only through its generator interface (`adanet.subnetwork`);
-- storage knows nothing of models, the engine or the command line.
+- storage knows nothing of models, the engine or the command line (it may use the error type and the extras check).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ ALLOWED = {
     "improve_nas.adanet": ("improve_nas.errors", "improve_nas.lazy_exports", "improve_nas.storage"),
     "improve_nas.search": ("improve_nas.errors", "improve_nas.adanet.subnetwork", "improve_nas.config",
                            "improve_nas.models"),
-    "improve_nas.storage": ("improve_nas.errors",),
+    "improve_nas.storage": ("improve_nas.errors", "improve_nas.extras"),
 }
 
 

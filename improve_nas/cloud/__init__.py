@@ -12,6 +12,10 @@ Run-directory storage on gs:// lives in `improve_nas.storage.gcs`.
 
 from __future__ import annotations
 
+from improve_nas import extras
+
+extras.require("cloud", purpose="improve-nas submit")  # before the submodules, whose imports of them are deferred
+
 from improve_nas.cloud.spec import TRAINER_MODULE, load_job_spec, validate_job_spec
 from improve_nas.cloud.submit import JobPlan, Submission, SubmitRequest, plan_job, render_dry_run, submit
 

@@ -29,6 +29,7 @@ import re
 import tempfile
 from typing import TYPE_CHECKING, Iterable
 
+from improve_nas import extras
 from improve_nas.errors import UsageError
 
 if TYPE_CHECKING:
@@ -77,6 +78,7 @@ def storage_client(project: str | None = None) -> storage.Client:
     Raises:
       UsageError: no credentials found.
     """
+    extras.require("cloud", purpose="gs:// paths")
     import google.auth.exceptions
     from google.cloud import storage
 
