@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from improve_nas import cli
-from improve_nas.cloud import SubmitRequest, load_job_spec, machines, package, plan_job, submit, train_flags, vertex
+from improve_nas.cloud import SubmitRequest, load_job_spec, machines, plan_job, submit, train_flags, vertex
 from improve_nas.errors import UsageError
 from improve_nas.storage import gcs
 
@@ -358,35 +358,6 @@ def test_the_issue_dry_run_command_prints_the_spec_and_touches_nothing(gcs_emula
     assert gcs.list_blobs("gs://b") == []  # nothing uploaded
     assert calls(fake_gcloud) == []  # nothing created
     assert not os.path.exists(os.path.join(ROOT, "dist"))
-
-
-# --- packaging ----------------------------------------------------------------------------------------------
-
-
-def test_package_name_follows_the_sources(tmp_path):
-    root = tmp_path / "src"
-    (root / "improve_nas" / "__pycache__").mkdir(parents=True)
-    (root / "setup.py").write_text("from setuptools import setup\nsetup(name='improve_nas', version='9.9', "
-                                   "packages=['improve_nas'])\n")
-    (root / "improve_nas" / "__init__.py").write_text('__version__ = "9.9"\n')
-    first = package.find_source_tree(str(root))
-    (root / "improve_nas" / "__pycache__" / "x.pyc").write_bytes(b"junk")
-    assert package.find_source_tree(str(root)).digest == first.digest  # build debris does not count
-    (root / "improve_nas" / "extra.py").write_text("X = 1\n")
-    second = package.find_source_tree(str(root))
-    assert second.digest != first.digest and second.archive_name == f"improve_nas-9.9-{second.digest}.tar.gz"
-    archive = package.build_sdist(second, str(tmp_path))
-    assert os.path.basename(archive) == second.archive_name
-    with tarfile.open(archive) as sdist:
-        names = sdist.getnames()
-    assert any(name.endswith("improve_nas/extra.py") for name in names)
-    assert not any(name.endswith(".pyc") for name in names)
-    assert not (root / "dist").exists()  # built in a copy
-
-
-def test_no_checkout_is_a_usage_error(tmp_path):
-    with pytest.raises(UsageError, match="setup.py"):
-        package.find_source_tree(str(tmp_path))
 
 
 # --- submit -------------------------------------------------------------------------------------------------

@@ -150,7 +150,14 @@ def pyproject_from_metadata(distribution: importlib.metadata.Distribution, data_
     licence = metadata["License-Expression"] or metadata["License"]
     if licence:
         lines.append(f"license = {{text = {_toml(licence)}}}")
+    if metadata["Author"]:
+        lines.append(f"authors = [{{name = {_toml(metadata['Author'])}}}]")
+    if metadata["Keywords"]:
+        lines.append(f"keywords = {_toml(metadata['Keywords'].split(','))}")
     lines += [f"classifiers = {_toml(metadata.get_all('Classifier') or [])}", f"dependencies = {_toml(dependencies)}"]
+    urls = [url.split(",", 1) for url in metadata.get_all("Project-URL") or [] if "," in url]
+    if urls:
+        lines += ["", "[project.urls]"] + [f"{_toml(label.strip())} = {_toml(url.strip())}" for label, url in urls]
     if extras:
         lines += ["", "[project.optional-dependencies]"] + [f"{name} = {_toml(extras[name])}" for name in extras]
     groups: dict[str, list[importlib.metadata.EntryPoint]] = {}

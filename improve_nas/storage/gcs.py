@@ -78,7 +78,7 @@ def storage_client(project: str | None = None) -> storage.Client:
     Raises:
       UsageError: no credentials found.
     """
-    extras.require("cloud", purpose="gs:// paths")
+    extras.require("cloud", purpose="a gs:// path")
     import google.auth.exceptions
     from google.cloud import storage
 
