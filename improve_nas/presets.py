@@ -75,7 +75,7 @@ def smoke() -> None:
                  learn_mixture_weights=False),
     data_params=dict(augmentation="basic", pad=1, cutout=False))
 def quickstart() -> None:
-    """A small NASNet ensemble on scikit-learn's offline 8×8 digits: 3 iterations × 400 steps.
+    """A small NASNet ensemble on the offline 8×8 digits shipped in the package: 3 iterations × 400 steps.
 
     Command: `improve-nas train --preset=quickstart --model_dir=/tmp/quickstart`
     Hardware: a laptop CPU; a few minutes on 2 cores. Expected: test accuracy around 0.95 after the first member,

@@ -35,7 +35,7 @@ def load_dataset(spec: str, *, data_dir: str | None = None, seed: int = 0) -> Im
 
     Args:
         spec: One of `DATASET_CHOICES`: `cifar10`, `cifar100` (fine labels) and `tfds:NAME` via
-            TensorFlow Datasets; `digits` (scikit-learn, offline); `fake` (generated, tiny);
+            TensorFlow Datasets; `digits` (shipped, offline); `fake` (generated, tiny);
             `npz:PATH` (a user archive, see `improve_nas.data.npz`).
         data_dir: TFDS data directory (local or `gs://`); only TFDS specs read it.
         seed: Only `fake` reads it; every other data set is the same whatever the seed.
