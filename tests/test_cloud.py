@@ -1,21 +1,28 @@
-"""`improve-nas submit` and the Vertex AI job specs: checks before anything happens, packaging, upload, job creation.
+"""`improve-nas submit` and the Vertex AI job specs: checks before anything happens, the container image (its
+Dockerfile, build and push), packaging, upload, job creation.
 
-Uploads go to a local GCS emulator; job creation goes to a fake `gcloud` on PATH or to a recorder in place of the
-REST call. Nothing is sent beyond 127.0.0.1.
+Uploads go to a local GCS emulator; gcloud and docker are fake scripts on PATH, REST calls a recorder. Nothing is sent
+beyond 127.0.0.1, and nothing is built: the Dockerfile is parsed (no container runtime here).
 """
 
+import datetime
 import json
 import os
+import re
 import subprocess
 import sys
 import tarfile
 import textwrap
+import tomllib
 
 import pytest
 import yaml
+from packaging.requirements import Requirement
+from packaging.version import Version
 
 from improve_nas import cli
-from improve_nas.cloud import SubmitRequest, load_job_spec, machines, package, plan_job, submit, train_flags, vertex
+from improve_nas.cloud import (SubmitRequest, image, load_job_spec, machines, package, plan_job, submit, train_flags,
+                               validate_job_spec, vertex)
 from improve_nas.errors import UsageError
 from improve_nas.storage import gcs
 
@@ -23,6 +30,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(ROOT, "config.yaml")
 CONFIG_TEST = os.path.join(ROOT, "config_test.yaml")
 CLI = [sys.executable, "-m", "improve_nas.cli"]
+DOCKERFILE = os.path.join(ROOT, "improve_nas", "cloud", "Dockerfile")
+IMAGE_URI = re.compile(r"us-central1-docker\.pkg\.dev/(?P<project>[^/]+)/improve-nas/(?P<name>trainer(-jax)?):"
+                       r"(?P<version>[^-]+)-(?P<digest>[0-9a-f]{12})")
 
 GOOD_SPEC = """
 workerPoolSpecs:
@@ -41,6 +51,15 @@ WORKER_POOL = """
       executorImageUri: us-docker.pkg.dev/vertex-ai/training/tf-gpu.2-17.py310:latest
       pythonModule: improve_nas.trainer.trainer
 """.lstrip("\n")
+
+
+CONTAINER_SPEC = """
+workerPoolSpecs:
+  - machineSpec: {machineType: n1-standard-8, acceleratorType: NVIDIA_TESLA_T4, acceleratorCount: 1}
+    replicaCount: 1
+    containerSpec:
+      args: [--preset=smoke]
+"""
 
 
 def spec_with(**replacements):
@@ -96,8 +115,33 @@ BROKEN_SPECS = {
                            "workerPoolSpecs[0].machineSpec.acceleratorCount=1 needs an acceleratorType"),
     "type without count": (spec_with(m=machine("{machineType: n1-standard-8, acceleratorType: NVIDIA_TESLA_T4}")),
                            "missing required field workerPoolSpecs[0].machineSpec.acceleratorCount"),
-    "unknown machine type": (spec_with(m=("n1-standard-8", "x9-mega-1")),
-                             "workerPoolSpecs[0].machineSpec.machineType='x9-mega-1' is not a known"),
+    "misspelt key": (spec_with(m=("acceleratorType:", "acceleratorTyp:")),
+                     "unknown key workerPoolSpecs[0].machineSpec.acceleratorTyp; did you mean acceleratorType"),
+    "misspelt top-level key": (GOOD_SPEC + "tensorbord: projects/p/locations/l/tensorboards/1\n",
+                               "unknown key tensorbord; did you mean tensorboard?"),
+    "misspelt strategy": (GOOD_SPEC + "scheduling: {strategy: SPOTT}\n",
+                          "scheduling.strategy='SPOTT' is invalid; did you mean SPOT?"),
+    "tensorboard not a resource name": (GOOD_SPEC + "tensorboard: my-board\n",
+                                        "tensorboard='my-board' must name a Vertex AI TensorBoard"),
+    "web access as text": (GOOD_SPEC + "enableWebAccess: yes please\n", "enableWebAccess must be true or false"),
+    "label with capitals": (GOOD_SPEC + "labels: {Team: nas}\n", "labels key 'Team'"),
+    "both tasks": (spec_with(m=("    pythonPackageSpec:", "    containerSpec: {}\n    pythonPackageSpec:")),
+                   "workerPoolSpecs[0] must have exactly one of containerSpec"),
+    "no task": ("workerPoolSpecs:\n  - machineSpec: {machineType: n1-standard-8}\n    replicaCount: 1\n",
+                "workerPoolSpecs[0] must have exactly one of containerSpec (this repository's image) or "
+                "pythonPackageSpec (a prebuilt image); it has neither"),
+    "container running something else": (CONTAINER_SPEC.replace("      args:", "      command: [bash]\n      args:"),
+                                         "workerPoolSpecs[0].containerSpec.command=['bash'] must run the trainer"),
+    "bad train flag in container args": (CONTAINER_SPEC.replace("--preset=smoke", "--learning_rate=3"),
+                                         "workerPoolSpecs[0].containerSpec.args: unknown train flag --learning_rate"),
+    "workers on another kind of task": (CONTAINER_SPEC + WORKER_POOL,
+                                        "workerPoolSpecs[1] must run a containerSpec like workerPoolSpecs[0]"),
+    "workers on another container": (CONTAINER_SPEC + CONTAINER_SPEC.split("workerPoolSpecs:\n")[1].replace(
+        "      args: [--preset=smoke]", "      imageUri: gcr.io/p/other:1"),
+        "workerPoolSpecs[1].containerSpec.imageUri must equal"),
+    "known GPU on an unknown count": (spec_with(m=machine("{machineType: a3-highgpu-8g, acceleratorType: "
+                                                          "NVIDIA_H100_80GB, acceleratorCount: 4}")),
+                                      "workerPoolSpecs[0].machineSpec.acceleratorCount=4 does not fit a3-highgpu-8g"),
     "package URIs given": (spec_with(m=("      args:", "      packageUris: [gs://b/old.tar.gz]\n      args:")),
                            "workerPoolSpecs[0].pythonPackageSpec.packageUris must be empty"),
     "bad train flag in args": (spec_with(m=("[--preset=smoke]", "[--learning_rate=3]")),
@@ -131,28 +175,55 @@ def no_gcloud(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(empty))
 
 
+def fake_tool(bin_dir, name, record, body=""):
+    """An executable `name` in `bin_dir` that appends its arguments (and `body`'s findings) to `record` as JSON."""
+    script = bin_dir / name
+    script.write_text(textwrap.dedent(f"""\
+        #!{sys.executable}
+        import json, os, sys
+        argv, found = sys.argv[1:], {{}}
+        """) + textwrap.dedent(body) + textwrap.dedent(f"""\
+        with open({str(record)!r}, "a") as log:
+            log.write(json.dumps(dict(found, tool={name!r}, argv=argv)) + "\\n")
+        """))
+    script.chmod(0o755)
+
+
+# The fake gcloud: `config get-value project` says my-project; `artifacts docker images describe` fails when the file
+# image-missing exists next to the record; `builds submit` records the context's files and Dockerfile; the job spec
+# given to `custom-jobs create` is recorded.
+GCLOUD_BODY = """\
+    here = os.path.dirname(os.environ["FAKE_RECORD"])
+    if argv[:3] == ["config", "get-value", "project"]:
+        print("my-project")
+    if argv[:4] == ["artifacts", "docker", "images", "describe"] and os.path.exists(os.path.join(here, "image-missing")):
+        sys.exit(1)
+    config = [arg.split("=", 1)[1] for arg in argv if arg.startswith("--config=")]
+    found["spec"] = open(config[0]).read() if config else None
+    if argv[:2] == ["builds", "submit"]:
+        context = argv[-1]
+        found["context"] = sorted(os.path.relpath(os.path.join(d, n), context).replace(os.sep, "/")
+                                  for d, _, names in os.walk(context) for n in names)
+        found["dockerfile"] = open(os.path.join(context, "Dockerfile")).read()
+    """
+
+
 @pytest.fixture
 def fake_gcloud(tmp_path, monkeypatch):
-    """A `gcloud` on PATH that records its arguments and the job spec it was given, and succeeds."""
+    """A `gcloud` on PATH (and nothing else) that records its calls and succeeds; returns the record's path."""
     bin_dir = tmp_path / "fake-bin"
     bin_dir.mkdir()
     record = tmp_path / "gcloud-calls.jsonl"
-    script = bin_dir / "gcloud"
-    script.write_text(textwrap.dedent(f"""\
-        #!{sys.executable}
-        import json, sys
-        config = [arg.split("=", 1)[1] for arg in sys.argv[1:] if arg.startswith("--config=")]
-        spec = open(config[0]).read() if config else None
-        with open({str(record)!r}, "a") as log:
-            log.write(json.dumps({{"argv": sys.argv[1:], "spec": spec}}) + "\\n")
-        """))
-    script.chmod(0o755)
+    fake_tool(bin_dir, "gcloud", record, GCLOUD_BODY)
     monkeypatch.setenv("PATH", str(bin_dir))
+    monkeypatch.setenv("FAKE_RECORD", str(record))
     return record
 
 
-def calls(record):
-    return [json.loads(line) for line in record.read_text().splitlines()] if record.exists() else []
+def calls(record, *prefix):
+    """The recorded calls, those whose arguments start with `prefix` when given."""
+    every = [json.loads(line) for line in record.read_text().splitlines()] if record.exists() else []
+    return [call for call in every if call["argv"][:len(prefix)] == list(prefix)]
 
 
 def run_cli(argv, capsys):
@@ -169,17 +240,17 @@ def submit_argv(config, *train, extra=()):
 # --- the job spec files -------------------------------------------------------------------------------------
 
 
-def test_shipped_specs_are_valid_and_run_the_trainer():
+def test_shipped_specs_are_container_jobs_of_this_repository_s_image(capsys):
     paper, smoke = load_job_spec(CONFIG), load_job_spec(CONFIG_TEST)
     for spec in (paper, smoke):
         pool = spec["workerPoolSpecs"][0]
-        assert pool["pythonPackageSpec"]["pythonModule"] == "improve_nas.trainer.trainer"
-        assert pool["replicaCount"] == 1 and not pool["pythonPackageSpec"]["packageUris"]
-        assert "tf-gpu" in pool["pythonPackageSpec"]["executorImageUri"]
+        assert pool["replicaCount"] == 1 and "pythonPackageSpec" not in pool
+        assert not pool["containerSpec"]["imageUri"]  # submit fills in the image of these sources
     assert paper["workerPoolSpecs"][0]["machineSpec"]["acceleratorCount"] > 1  # several GPUs, one machine
     assert smoke["workerPoolSpecs"][0]["machineSpec"]["acceleratorCount"] == 1
-    assert paper["workerPoolSpecs"][0]["pythonPackageSpec"]["args"] == ["--preset=paper_cifar10"]
-    assert smoke["workerPoolSpecs"][0]["pythonPackageSpec"]["args"] == ["--preset=smoke"]
+    assert paper["workerPoolSpecs"][0]["containerSpec"]["args"] == ["--preset=paper_cifar10"]
+    assert smoke["workerPoolSpecs"][0]["containerSpec"]["args"] == ["--preset=smoke"]
+    assert capsys.readouterr().err == ""  # no warning about the shipped files
 
 
 @pytest.mark.parametrize("case", sorted(BROKEN_SPECS))
@@ -219,6 +290,76 @@ def test_machine_table(machine_type, accelerator, counts):
     rule = machines.accelerator_rule(machine_type)
     assert rule.accelerators[accelerator] == counts
     assert machines.accelerator_rule("z9-standard-4") is None
+
+
+# Documented CustomJobSpec fields improve_nas does not use itself: accepted, passed through to the job.
+EVERY_OTHER_FIELD = """
+persistentResourceId: my-cluster
+serviceAccount: trainer@my-project.iam.gserviceaccount.com
+network: projects/123/global/networks/vpc
+reservedIpRanges: [range-a]
+tensorboard: projects/my-project/locations/us-central1/tensorboards/42
+enableWebAccess: true
+enableDashboardAccess: false
+experiment: projects/p/locations/us-central1/metadataStores/default/contexts/exp
+experimentRun: run-1
+models: [projects/p/locations/us-central1/models/m]
+protectedArtifactLocationId: us-central1
+scheduling: {strategy: FLEX_START, maxWaitDuration: 3600s, disableRetries: true}
+labels: {team: nas, cost-center: research}
+"""
+
+
+def test_every_documented_field_is_accepted_and_passed_on():
+    pool_extras = ("    nfsMounts: [{server: 10.0.0.2, path: /share, mountPoint: data}]\n"
+                   "    diskSpec: {bootDiskType: hyperdisk-balanced, bootDiskSizeGb: 200}\n")
+    text = CONTAINER_SPEC.replace("    containerSpec:", pool_extras + "    containerSpec:").replace(
+        "acceleratorCount: 1}", "acceleratorCount: 1, reservationAffinity: {reservationAffinityType: ANY_RESERVATION}}")
+    spec = yaml.safe_load(text + EVERY_OTHER_FIELD)
+    checked = validate_job_spec(spec)
+    assert checked == spec and checked is not spec
+    assert checked["workerPoolSpecs"][0]["nfsMounts"][0]["mountPoint"] == "data"
+
+
+@pytest.mark.parametrize("strategy", ["SPOT", "FLEX_START", "STANDARD"])
+def test_scheduling_strategies_are_accepted(strategy, tmp_path):
+    path = tmp_path / "job.yaml"
+    path.write_text(CONTAINER_SPEC + f"scheduling: {{strategy: {strategy}}}\n")
+    assert load_job_spec(str(path))["scheduling"]["strategy"] == strategy
+
+
+# case -> (spec text, the warning, which must not stop the job)
+WARNED_SPECS = {
+    "unknown machine type": (spec_with(m=("n1-standard-8", "x9-mega-1")),
+                             "workerPoolSpecs[0].machineSpec.machineType='x9-mega-1' is not in improve_nas's table"),
+    "unknown accelerator": (spec_with(m=("NVIDIA_TESLA_T4", "NVIDIA_TESLA_T5")),
+                            "acceleratorType='NVIDIA_TESLA_T5' is not an accelerator type this version knows; "
+                            "did you mean NVIDIA_TESLA_T4"),
+    "retired prebuilt image": (GOOD_SPEC, "tf-gpu.2-17.py310 reached its end of availability on 2026-07-11"),
+    "unknown prebuilt image": (spec_with(m=("tf-gpu.2-17", "tf-gpu.2-99")),
+                               "tf-gpu.2-99.py310:latest is not a Vertex AI prebuilt training image this version "
+                               "knows; did you mean tf-gpu.2-17.py310"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(WARNED_SPECS))
+def test_doubtful_specs_warn_and_go_on(case, tmp_path, capsys):
+    text, warning = WARNED_SPECS[case]
+    path = tmp_path / "job.yaml"
+    path.write_text(text)
+    code, out, err = run_cli(submit_argv(path, "--dataset=fake", extra=["--dry_run"]), capsys)
+    assert code == 0 and "workerPoolSpecs:" in out
+    assert f"warning: {path}: " in err and warning in err
+    assert all(line.startswith("warning: ") for line in err.splitlines())
+
+
+def test_the_prebuilt_image_table_is_dated():
+    uri = "europe-docker.pkg.dev/vertex-ai/training/tf-gpu.2-17.py310:latest"
+    assert image.prebuilt_image_warnings(uri, today=datetime.date(2026, 7, 11)) == []  # its last day
+    [warning] = image.prebuilt_image_warnings(uri, today=datetime.date(2026, 7, 12))
+    assert "end of availability on 2026-07-11" in warning and image.PREBUILT_TABLE_SOURCE in warning
+    assert image.prebuilt_image_warnings("gcr.io/me/mine:1") == []  # not a prebuilt image: nothing to say
+    assert all(isinstance(date, datetime.date) for date in image.PREBUILT_IMAGES.values())
 
 
 # --- train flags ---------------------------------------------------------------------------------------------

@@ -84,10 +84,13 @@ def load_job_spec(path: str, *, warn: Warn = print_warning) -> dict[str, Any]:
 
 def validate_job_spec(spec: Any, *, source: str = "job spec", warn: Warn = print_warning) -> dict[str, Any]:
     """Checks an already parsed spec; returns a deep copy. See `load_job_spec`."""
+    warnings: list[str] = []  # given out only for a valid spec: an error stays the one line printed
     try:
-        _job_spec(spec, lambda message: warn(f"{source}: {message}"))
+        _job_spec(spec, warnings.append)
     except _SpecError as error:
         raise UsageError(f"{source}: {error}") from None
+    for message in warnings:
+        warn(f"{source}: {message}")
     return copy.deepcopy(spec)
 
 
