@@ -409,16 +409,34 @@ def plan(*train, config=CONFIG_TEST, **request):
     return plan_job(SubmitRequest(train_flags=train, **request))
 
 
-def test_plan_merges_args_adds_the_run_directory_and_names_the_package():
-    job = plan("--preset=quickstart", "--train_steps=9", display_name="try-1")
-    pool = job.spec["workerPoolSpecs"][0]["pythonPackageSpec"]
+def test_plan_merges_args_adds_the_run_directory_and_names_the_image():
+    job = plan("--preset=quickstart", "--train_steps=9", display_name="try-1", project="my-project")
+    pool = job.spec["workerPoolSpecs"][0]["containerSpec"]
     assert pool["args"] == ["--preset=quickstart", "--train_steps=9", "--job-dir=gs://b/improve_nas/runs/try-1"]
     assert job.run_dir == "gs://b/improve_nas/runs/try-1"
-    assert pool["packageUris"] == [job.package_uri]
+    source = package.find_source_tree()
+    assert pool["imageUri"] == job.image == (f"us-central1-docker.pkg.dev/my-project/improve-nas/trainer:"
+                                             f"{source.version}-{source.digest}")
+    assert job.default_image.uri == job.image and job.package_uri is None
+    assert job.config.train_steps == 9 and job.config.dataset == "digits"  # the quickstart preset's
+    assert load_job_spec(CONFIG_TEST)["workerPoolSpecs"][0]["containerSpec"]["args"] == ["--preset=smoke"]
+    assert "trainer-jax:" in plan(backend="jax", project="my-project").image
+    assert "/PROJECT/improve-nas/" in plan().image  # named once the project is known
+    given = plan(image="gcr.io/me/improve-nas:7")
+    assert given.image == "gcr.io/me/improve-nas:7" and given.default_image is None
+
+
+def test_a_package_job_names_the_package(tmp_path):
+    config = tmp_path / "package.yaml"
+    config.write_text(GOOD_SPEC)
+    job = plan(config=str(config), display_name="try-1")
+    pool = job.spec["workerPoolSpecs"][0]["pythonPackageSpec"]
+    assert pool["packageUris"] == [job.package_uri] and job.image is None
     assert job.package_uri.startswith("gs://b/improve_nas/packages/improve_nas-")
     assert job.package_uri.endswith(".tar.gz")
-    assert job.config.train_steps == 9 and job.config.dataset == "digits"  # the quickstart preset's
-    assert load_job_spec(CONFIG_TEST)["workerPoolSpecs"][0]["pythonPackageSpec"]["args"] == ["--preset=smoke"]
+    for flag in ({"image": "gcr.io/me/x:1"}, {"build_image": True}, {"backend": "jax"}):
+        with pytest.raises(UsageError, match="is for container jobs"):
+            plan(config=str(config), **flag)
 
 
 def test_a_worker_pool_runs_the_chief_s_package_and_args_and_needs_multi_worker(tmp_path):
@@ -440,7 +458,7 @@ def test_a_worker_pool_runs_the_chief_s_package_and_args_and_needs_multi_worker(
 def test_plan_keeps_a_given_run_directory_or_vertex_output_directory(tmp_path):
     job = plan("--model_dir=gs://runs/cifar", display_name="x")
     assert job.run_dir == "gs://runs/cifar"
-    assert not any(arg.startswith("--job-dir") for arg in job.spec["workerPoolSpecs"][0]["pythonPackageSpec"]["args"])
+    assert not any(arg.startswith("--job-dir") for arg in job.spec["workerPoolSpecs"][0]["containerSpec"]["args"])
     spec = tmp_path / "job.yaml"
     spec.write_text(GOOD_SPEC + "baseOutputDirectory: {outputUriPrefix: gs://out/job}\n")
     job = plan(config=str(spec), display_name="x")
@@ -461,6 +479,7 @@ def test_plan_keeps_a_given_run_directory_or_vertex_output_directory(tmp_path):
     ([], {"staging_bucket": "gs://Bucket"}, "--staging_bucket"),
     ([], {"display_name": "my job"}, "--display_name='my job'"),
     ([], {"project": "Bad Project"}, "--project='Bad Project'"),
+    ([], {"backend": "torch"}, "--backend='torch' is invalid; choose one of: tensorflow, jax"),
 ])
 def test_plan_refuses_bad_input(train, request_, fragment):
     with pytest.raises(UsageError, match=fragment.replace("(", r"\(")):
@@ -483,22 +502,65 @@ def test_bad_hparam_exits_2_before_anything_is_uploaded(gcs_emulator, fake_gclou
 # --- dry run ------------------------------------------------------------------------------------------------
 
 
-def test_the_issue_dry_run_command_prints_the_spec_and_touches_nothing(gcs_emulator, fake_gcloud):
+def test_the_issue_dry_run_command_prints_a_container_job_and_touches_nothing(gcs_emulator, fake_gcloud):
     result = subprocess.run(
         CLI + ["submit", "--config=config_test.yaml", "--region=us-central1", "--staging_bucket=gs://b",
                "--dry_run", "--", "--preset=smoke", "--dataset=fake"],
         capture_output=True, text=True, cwd=ROOT, timeout=300,
-        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=ROOT))
     assert result.returncode == 0, result.stderr
     spec = yaml.safe_load(result.stdout)  # comments + the resolved spec: valid YAML
-    pool = spec["workerPoolSpecs"][0]["pythonPackageSpec"]
-    assert pool["pythonModule"] == "improve_nas.trainer.trainer"
+    pool = spec["workerPoolSpecs"][0]["containerSpec"]
     assert pool["args"][:2] == ["--preset=smoke", "--dataset=fake"]
-    assert pool["packageUris"][0].startswith("gs://b/improve_nas/packages/improve_nas-")
+    source = package.find_source_tree(ROOT)
+    match = IMAGE_URI.fullmatch(pool["imageUri"])
+    assert match and match["project"] == "PROJECT" and match["name"] == "trainer"  # no project given: said so
+    assert (match["version"], match["digest"]) == (source.version, source.digest)
+    assert "PROJECT stands for the project submit will use" in result.stdout
+    assert f"gcloud artifacts docker images describe {pool['imageUri']}" in result.stdout
+    assert f"gcloud builds submit --tag={pool['imageUri']} --project=PROJECT CONTEXT" in result.stdout
     assert "gcloud ai custom-jobs create --region=us-central1 --display-name=improve_nas_smoke_" in result.stdout
     assert gcs.list_blobs("gs://b") == []  # nothing uploaded
-    assert calls(fake_gcloud) == []  # nothing created
+    assert calls(fake_gcloud) == []  # nothing asked, built or created
     assert not os.path.exists(os.path.join(ROOT, "dist"))
+
+
+@pytest.mark.parametrize("extra_fields", [
+    "tensorboard: projects/my-project/locations/us-central1/tensorboards/7\n"
+    "serviceAccount: trainer@my-project.iam.gserviceaccount.com\n",
+    "scheduling: {strategy: SPOT, timeout: 3600s}\n",
+    "labels: {team: nas}\n",
+])
+def test_a_dry_run_passes_the_other_fields_on(extra_fields, tmp_path, fake_gcloud, capsys):
+    config = tmp_path / "job.yaml"
+    config.write_text(CONTAINER_SPEC + extra_fields)
+    code, out, err = run_cli(submit_argv(config, "--dataset=fake", extra=["--dry_run", "--project=my-project"]),
+                             capsys)
+    assert code == 0 and err == ""
+    printed, written = yaml.safe_load(out), yaml.safe_load(extra_fields)
+    labels = written.pop("labels", None)
+    assert {key: printed[key] for key in written} == written
+    if labels:  # a CustomJob field: on gcloud's command line, not in the spec file gcloud reads
+        assert "labels" not in printed and "--config=job.yaml --project=my-project --labels=team=nas" in out
+    assert calls(fake_gcloud) == []
+
+
+def test_a_dry_run_with_build_image_prints_the_docker_commands_without_gcloud(tmp_path, monkeypatch, capsys):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake_tool(bin_dir, "docker", tmp_path / "docker.jsonl")
+    monkeypatch.setenv("PATH", str(bin_dir))
+    code, out, _ = run_cli(submit_argv(CONFIG_TEST, "--dataset=fake", extra=["--dry_run", "--build_image",
+                                                                             "--backend=jax", "--project=p-123456"]),
+                           capsys)
+    uri = yaml.safe_load(out)["workerPoolSpecs"][0]["containerSpec"]["imageUri"]
+    assert code == 0 and IMAGE_URI.fullmatch(uri)["name"] == "trainer-jax"
+    assert f"docker build -t {uri} CONTEXT" in out and f"docker push {uri}" in out
+    assert "images describe" not in out  # built, so not looked up
+    assert not (tmp_path / "docker.jsonl").exists()
+    monkeypatch.setenv("PATH", str(tmp_path / "nothing"))
+    code, out, _ = run_cli(submit_argv(CONFIG_TEST, "--dataset=fake", extra=["--dry_run", "--build_image"]), capsys)
+    assert code == 0 and "(would fail: --build_image needs gcloud (Cloud Build) or docker on PATH" in out
 
 
 # --- packaging ----------------------------------------------------------------------------------------------
@@ -541,10 +603,12 @@ def uploaded_package(url):
         return sdist.getnames()
 
 
-def test_submit_without_gcloud_uploads_the_package_and_posts_the_job(gcs_emulator, no_gcloud, monkeypatch):
+def test_submit_without_gcloud_uploads_the_package_and_posts_the_job(gcs_emulator, no_gcloud, monkeypatch, tmp_path):
     posted = []
     monkeypatch.setattr(vertex, "post_json", lambda url, body: posted.append((url, body)) or {"name": "jobs/1"})
-    request = SubmitRequest(config_path=CONFIG_TEST, region="us-central1", staging_bucket="gs://b",
+    config = tmp_path / "package.yaml"
+    config.write_text(GOOD_SPEC)
+    request = SubmitRequest(config_path=str(config), region="us-central1", staging_bucket="gs://b",
                             train_flags=("--dataset=fake", "--train_steps=6"), display_name="smoke-1",
                             project="my-project")
     lines = []
@@ -553,7 +617,7 @@ def test_submit_without_gcloud_uploads_the_package_and_posts_the_job(gcs_emulato
     [(url, body)] = posted
     assert url == ("https://us-central1-aiplatform.googleapis.com/v1/"
                    "projects/my-project/locations/us-central1/customJobs")
-    assert body["displayName"] == "smoke-1"
+    assert body["displayName"] == "smoke-1" and "labels" not in body
     pool = body["jobSpec"]["workerPoolSpecs"][0]["pythonPackageSpec"]
     assert pool["pythonModule"] == "improve_nas.trainer.trainer"
     assert pool["args"] == ["--preset=smoke", "--dataset=fake", "--train_steps=6",
@@ -569,28 +633,120 @@ def test_submit_without_gcloud_uploads_the_package_and_posts_the_job(gcs_emulato
     assert len(posted) == 2
 
 
-def test_submit_with_gcloud_creates_the_job_through_it(gcs_emulator, fake_gcloud, capsys):
+class FakeRegistry:
+    """Stands in for google.auth's AuthorizedSession: Artifact Registry answers `status` to every GET."""
+
+    urls = []
+    status = 200
+
+    def __init__(self, credentials):
+        pass
+
+    def get(self, url, timeout):
+        FakeRegistry.urls.append(url)
+        return type("Response", (), {"status_code": FakeRegistry.status, "text": "{}"})()
+
+
+def test_a_container_job_without_gcloud_checks_the_image_and_posts_the_job_with_labels(no_gcloud, monkeypatch,
+                                                                                        tmp_path):
+    import google.auth.transport.requests
+
+    posted = []
+    monkeypatch.setattr(vertex, "post_json", lambda url, body: posted.append((url, body)) or {"name": "jobs/2"})
+    monkeypatch.setattr(vertex, "_credentials", lambda: (object(), "adc-project"))
+    monkeypatch.setattr(google.auth.transport.requests, "AuthorizedSession", FakeRegistry)
+    monkeypatch.setattr(FakeRegistry, "urls", [])
+    config = tmp_path / "job.yaml"
+    config.write_text(CONTAINER_SPEC + "labels: {team: nas}\nscheduling: {strategy: SPOT}\n")
+    request = SubmitRequest(config_path=str(config), region="us-central1", staging_bucket="gs://b",
+                            train_flags=("--dataset=fake",), display_name="c-1")
+    assert submit(request, log=lambda line: None).job_name == "jobs/2"
+    [(url, body)] = posted
+    assert "/projects/adc-project/" in url and body["labels"] == {"team": "nas"}
+    assert body["jobSpec"]["scheduling"] == {"strategy": "SPOT"} and "labels" not in body["jobSpec"]
+    uri = body["jobSpec"]["workerPoolSpecs"][0]["containerSpec"]["imageUri"]
+    ref = IMAGE_URI.fullmatch(uri)
+    assert ref["project"] == "adc-project"  # the credentials' project names the image
+    assert FakeRegistry.urls == [f"https://artifactregistry.googleapis.com/v1/projects/adc-project/locations/"
+                                 f"us-central1/repositories/improve-nas/packages/trainer/tags/{uri.split(':')[-1]}"]
+    monkeypatch.setattr(FakeRegistry, "status", 404)
+    with pytest.raises(UsageError, match="the image .* does not exist yet .* add --build_image"):
+        submit(request, log=lambda line: None)
+    assert len(posted) == 1  # no job for a missing image
+
+
+def test_submit_with_gcloud_checks_the_image_and_creates_the_job_through_it(fake_gcloud, capsys):
     code, out, err = run_cli(submit_argv(CONFIG, "--data_dir=gs://b/tfds", extra=["--display_name=paper-1"]), capsys)
     assert code == 0, err
-    [call] = calls(fake_gcloud)
-    argv = call["argv"]
+    project, describe, create = calls(fake_gcloud)
+    assert project["argv"] == ["config", "get-value", "project"]
+    spec = yaml.safe_load(create["spec"])
+    uri = spec["workerPoolSpecs"][0]["containerSpec"]["imageUri"]
+    assert IMAGE_URI.fullmatch(uri)["project"] == "my-project"  # gcloud's project
+    assert describe["argv"] == ["artifacts", "docker", "images", "describe", uri, "--quiet"]
+    argv = create["argv"]
     assert argv[:5] == ["ai", "custom-jobs", "create", "--region=us-central1", "--display-name=paper-1"]
     assert argv[5].startswith("--config=") and len(argv) == 6
-    spec = yaml.safe_load(call["spec"])
     pool = spec["workerPoolSpecs"][0]
     assert pool["machineSpec"] == {"machineType": "a2-highgpu-4g", "acceleratorType": "NVIDIA_TESLA_A100",
                                    "acceleratorCount": 4}
-    assert pool["pythonPackageSpec"]["pythonModule"] == "improve_nas.trainer.trainer"
-    assert pool["pythonPackageSpec"]["args"] == ["--preset=paper_cifar10", "--data_dir=gs://b/tfds",
-                                                 "--job-dir=gs://b/improve_nas/runs/paper-1"]
-    [package_uri] = pool["pythonPackageSpec"]["packageUris"]
-    assert gcs.exists(package_uri)
-    assert "gcloud ai custom-jobs create" in out
+    assert pool["containerSpec"]["args"] == ["--preset=paper_cifar10", "--data_dir=gs://b/tfds",
+                                             "--job-dir=gs://b/improve_nas/runs/paper-1"]
+    assert f"image {uri} found" in out and "gcloud ai custom-jobs create" in out
 
 
-def test_failing_gcloud_is_a_one_line_error(gcs_emulator, fake_gcloud, capsys):
+def test_a_missing_image_is_refused_before_the_job_is_created(fake_gcloud, capsys):
+    (fake_gcloud.parent / "image-missing").write_text("")
+    code, _, err = run_cli(submit_argv(CONFIG_TEST, "--dataset=fake"), capsys)
+    assert code == 2 and err.count("\n") == 1 and "does not exist yet" in err and "--build_image" in err
+    assert calls(fake_gcloud, "ai") == []
+
+
+def test_build_image_builds_the_staged_sources_with_cloud_build_then_creates_the_job(fake_gcloud, capsys):
+    (fake_gcloud.parent / "image-missing").write_text("")  # built, so never looked up
+    code, out, err = run_cli(submit_argv(CONFIG_TEST, "--dataset=fake", extra=["--build_image"]), capsys)
+    assert code == 0, err
+    [build] = calls(fake_gcloud, "builds")
+    uri = yaml.safe_load(calls(fake_gcloud, "ai")[0]["spec"])["workerPoolSpecs"][0]["containerSpec"]["imageUri"]
+    assert build["argv"][:4] == ["builds", "submit", f"--tag={uri}", "--project=my-project"]
+    assert "Dockerfile" in build["context"] and "improve_nas/trainer/trainer.py" in build["context"]
+    assert not any(name.startswith("tests/") for name in build["context"])
+    arguments = image.dockerfile_args(build["dockerfile"])
+    assert arguments["IMAGE"] == uri and arguments["BACKEND"] == "tensorflow"  # gcloud --tag passes no build args
+    assert calls(fake_gcloud, "artifacts") == []
+    assert out.index("gcloud builds submit") < out.index("gcloud ai custom-jobs create")
+
+
+def test_build_image_uses_docker_without_gcloud(tmp_path, monkeypatch, capsys):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    record = tmp_path / "docker.jsonl"
+    fake_tool(bin_dir, "docker", record)
+    monkeypatch.setenv("PATH", str(bin_dir))
+    posted = []
+    monkeypatch.setattr(vertex, "post_json", lambda url, body: posted.append(body) or {"name": "jobs/3"})
+    code, _, err = run_cli(submit_argv(CONFIG_TEST, "--dataset=fake", extra=["--build_image", "--project=p-123456",
+                                                                             "--backend=jax"]), capsys)
+    assert code == 0, err
+    build, push = calls(record)
+    uri = posted[0]["jobSpec"]["workerPoolSpecs"][0]["containerSpec"]["imageUri"]
+    assert IMAGE_URI.fullmatch(uri)["name"] == "trainer-jax"
+    assert build["argv"][:3] == ["build", "-t", uri] and push["argv"] == ["push", uri]
+
+
+def test_build_image_without_gcloud_or_docker_is_one_line(no_gcloud, capsys):
+    code, _, err = run_cli(submit_argv(CONFIG_TEST, "--dataset=fake", extra=["--build_image", "--project=p-123456"]),
+                           capsys)
+    assert code == 2 and err.count("\n") == 1 and "needs gcloud (Cloud Build) or docker on PATH" in err
+
+
+def test_failing_gcloud_is_a_one_line_error(fake_gcloud, capsys):
     script = os.path.join(os.environ["PATH"], "gcloud")
     with open(script, "a") as handle:
         handle.write("sys.exit(1)\n")
-    code, _, err = run_cli(submit_argv(CONFIG_TEST, "--dataset=fake"), capsys)
+    code, _, err = run_cli(submit_argv(CONFIG_TEST, "--dataset=fake", extra=["--image=gcr.io/me/x:1"]), capsys)
     assert code == 2 and "exit code 1" in err.splitlines()[-1]
+    code, _, err = run_cli(submit_argv(CONFIG_TEST, "--dataset=fake", extra=["--build_image", "--project=p-123456"]),
+                           capsys)
+    assert code == 2 and err.count("\n") == 1
+    assert "gcloud builds failed with exit code 1" in err and "artifacts repositories create improve-nas" in err
