@@ -13,7 +13,6 @@ import subprocess
 import sys
 import tarfile
 import textwrap
-import tomllib
 
 import pytest
 import yaml
@@ -21,8 +20,18 @@ from packaging.requirements import Requirement
 from packaging.version import Version
 
 from improve_nas import cli
-from improve_nas.cloud import (SubmitRequest, image, load_job_spec, machines, package, plan_job, submit, train_flags,
-                               validate_job_spec, vertex)
+from improve_nas.cloud import (
+    SubmitRequest,
+    image,
+    load_job_spec,
+    machines,
+    package,
+    plan_job,
+    submit,
+    train_flags,
+    validate_job_spec,
+    vertex,
+)
 from improve_nas.errors import UsageError
 from improve_nas.storage import gcs
 
@@ -360,6 +369,66 @@ def test_the_prebuilt_image_table_is_dated():
     assert "end of availability on 2026-07-11" in warning and image.PREBUILT_TABLE_SOURCE in warning
     assert image.prebuilt_image_warnings("gcr.io/me/mine:1") == []  # not a prebuilt image: nothing to say
     assert all(isinstance(date, datetime.date) for date in image.PREBUILT_IMAGES.values())
+
+
+# --- the container image: its Dockerfile against what the suite runs on (parsed; nothing is built here) ----------
+
+
+def project_requirements():
+    """Package name -> the version ranges the project declares for it: pyproject.toml's [project] dependencies and
+    optional dependencies when it lists them, else requirements.txt and the requirement strings of setup.py."""
+    texts = []
+    if os.path.exists(os.path.join(ROOT, "pyproject.toml")):
+        import tomllib  # Python 3.11+, like the Dockerfile
+
+        with open(os.path.join(ROOT, "pyproject.toml"), "rb") as handle:
+            project = tomllib.load(handle).get("project", {})
+        texts = project.get("dependencies", []) + [text for extra in project.get("optional-dependencies", {}).values()
+                                                   for text in extra]
+    if not texts:
+        with open(os.path.join(ROOT, "requirements.txt")) as handle:
+            texts = [line.strip() for line in handle if line.strip() and not line.startswith("#")]
+        with open(os.path.join(ROOT, "setup.py")) as handle:  # the extras, e.g. "jax[cpu]>=0.4.30,<0.13"
+            texts += re.findall(r'"([A-Za-z][\w.\-\[\]]*\s*(?:[<>]=?|[=!~]=)[^"]*)"', handle.read())
+    ranges = {}
+    for text in texts:
+        requirement = Requirement(text)
+        ranges.setdefault(requirement.name.lower(), []).append(requirement.specifier)
+    return ranges
+
+
+def dockerfile():
+    with open(DOCKERFILE) as handle:
+        return handle.read()
+
+
+def test_the_dockerfile_s_python_is_the_one_the_suite_runs_on():
+    [base] = re.findall(r"^FROM (\S+)", dockerfile(), re.MULTILINE)
+    assert re.fullmatch(r"python:(\d+)\.(\d+)-slim", base).groups() == tuple(map(str, sys.version_info[:2]))
+
+
+@pytest.mark.parametrize("package_name, argument", [("tensorflow", "TENSORFLOW_VERSION"), ("keras", "KERAS_VERSION"),
+                                                    ("jax", "JAX_VERSION")])
+def test_the_dockerfile_pins_what_the_suite_runs_on_within_the_project_s_ranges(package_name, argument):
+    from importlib.metadata import version
+
+    pinned = Version(image.dockerfile_args(dockerfile())[argument])
+    ranges = project_requirements()[package_name]
+    assert ranges and all(pinned in specifier for specifier in ranges), (pinned, ranges)
+    installed = Version(version(package_name))
+    assert (pinned.major, pinned.minor) == (installed.major, installed.minor)
+
+
+def test_the_dockerfile_runs_the_trainer_with_cuda_and_records_its_image():
+    text = dockerfile()
+    [entrypoint] = re.findall(r"^ENTRYPOINT (.+)$", text, re.MULTILINE)
+    assert json.loads(entrypoint) == ["python", "-m", "improve_nas.trainer.trainer"]
+    assert "tensorflow[and-cuda]==${TENSORFLOW_VERSION}" in text and "jax[cuda12]==${JAX_VERSION}" in text
+    assert "KERAS_BACKEND=${BACKEND}" in text and "IMPROVE_NAS_IMAGE=${IMAGE}" in text
+    assert image.dockerfile_args(text)["BACKEND"] == "tensorflow" and "PIP_NO_CACHE_DIR=1" in text
+    with open(os.path.join(ROOT, ".dockerignore")) as handle:
+        ignored = handle.read().split()
+    assert {".git", "tests", "**/__pycache__"} <= set(ignored)
 
 
 # --- train flags ---------------------------------------------------------------------------------------------
