@@ -93,7 +93,13 @@ def _submit(argv: list[str]) -> int:
     parser.add_argument("--staging_bucket", required=True, help="gs://BUCKET for the package and the run directory")
     parser.add_argument("--display_name", default=None, help="job name (default: improve_nas_<preset>_<time>)")
     parser.add_argument("--project", default=None, help="Google Cloud project (default: gcloud's / the credentials')")
-    parser.add_argument("--dry_run", action="store_true", help="print the resolved spec and command; touch nothing")
+    parser.add_argument("--dry_run", action="store_true", help="print the resolved spec and commands; touch nothing")
+    parser.add_argument("--image", default=None, help="container image URI of a containerSpec job (default: the "
+                        "spec's imageUri, else REGION-docker.pkg.dev/PROJECT/improve-nas/trainer:VERSION-DIGEST)")
+    parser.add_argument("--build_image", action="store_true", help="build the image from improve_nas/cloud/Dockerfile "
+                        "and push it first (gcloud builds submit, else docker build + push)")
+    parser.add_argument("--backend", default="tensorflow", help="Keras backend of the default image: tensorflow, "
+                        "or jax (image trainer-jax)")
     parser.add_argument("train_flags", nargs="*", help="flags of improve-nas train, after --")
     args, unknown = parser.parse_known_args(argv)
     if unknown:  # argparse alone says only "unrecognized arguments"
@@ -103,7 +109,7 @@ def _submit(argv: list[str]) -> int:
 
     submit(SubmitRequest(config_path=args.config, region=args.region, staging_bucket=args.staging_bucket,
                          train_flags=tuple(args.train_flags), display_name=args.display_name, project=args.project,
-                         dry_run=args.dry_run))
+                         dry_run=args.dry_run, image=args.image, build_image=args.build_image, backend=args.backend))
     return 0
 
 

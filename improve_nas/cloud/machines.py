@@ -1,10 +1,11 @@
 """Which accelerators a Vertex AI training machine type can carry, and how many.
 
 Vertex AI rejects an impossible pair only after the job is queued (minutes later, or after the package upload);
-this table lets `improve-nas submit` refuse it at once. It covers the machine families Vertex AI custom training
-offers for GPU work (https://cloud.google.com/vertex-ai/docs/training/configure-compute) plus the common CPU-only
-ones. Accelerator-optimized families (A2, A3, A4, G2) come with a fixed set of GPUs per machine size; N1 takes 1, 2,
-4 (or, for V100, 8) attachable GPUs or none.
+this table lets `improve-nas submit` refuse it at once. Machine types outside the table are not refused (Vertex AI adds
+families faster than this table follows): `submit` warns and lets Vertex AI judge. It covers the machine families
+Vertex AI custom training offers for GPU work (https://cloud.google.com/vertex-ai/docs/training/configure-compute)
+plus the common CPU-only ones. Accelerator-optimized families (A2, A3, A4, G2) come with a fixed set of GPUs per
+machine size; N1 takes 1, 2, 4 (or, for V100, 8) attachable GPUs or none.
 """
 
 from __future__ import annotations
@@ -14,6 +15,13 @@ import re
 from typing import Callable, Mapping
 
 NO_ACCELERATOR = "ACCELERATOR_TYPE_UNSPECIFIED"  # the API's name for "no accelerator"
+# The AcceleratorType values of the Vertex AI v1 REST reference that custom training takes (GPUs and TPUs). A type
+# outside this list gets a warning (new hardware appears faster than this table), one inside it is checked against
+# the machine family when the table knows the machine type.
+ACCELERATOR_TYPES = ("NVIDIA_TESLA_K80", "NVIDIA_TESLA_P100", "NVIDIA_TESLA_V100", "NVIDIA_TESLA_P4",
+                     "NVIDIA_TESLA_T4", "NVIDIA_TESLA_A100", "NVIDIA_A100_80GB", "NVIDIA_L4", "NVIDIA_H100_80GB",
+                     "NVIDIA_H100_MEGA_80GB", "NVIDIA_H200_141GB", "NVIDIA_B200", "NVIDIA_GB200",
+                     "NVIDIA_RTX_PRO_6000", "TPU_V2", "TPU_V3", "TPU_V4_POD", "TPU_V5_LITEPOD")
 
 # L4 GPUs per g2-standard size.
 _G2_GPUS = {4: 1, 8: 1, 12: 1, 16: 1, 32: 1, 24: 2, 48: 4, 96: 8}

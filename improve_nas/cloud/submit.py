@@ -1,7 +1,9 @@
-"""`improve-nas submit`: check everything locally, then package, upload and create the Vertex AI custom job.
+"""`improve-nas submit`: check everything locally, then provide the code and create the Vertex AI custom job.
 
     plan_job      spec file + train flags -> the resolved CustomJobSpec (no writes, no network)
-    submit        plan, then build the sdist, upload it to the staging bucket, create the job (gcloud or REST)
+    submit        plan, then provide the code (container jobs: check that the image exists, or build and push it
+                  with --build_image; package jobs: build the sdist and upload it to the staging bucket), then
+                  create the job (gcloud or REST)
 
 Every check that can fail (spec, flags, hparams, preset, dataset name, run directory) runs in `plan_job`, before
 anything is built or uploaded. The run directory defaults to `--job-dir=gs://BUCKET/improve_nas/runs/<display name>`
@@ -18,11 +20,13 @@ import datetime
 import os
 import re
 import shlex
+import shutil
+import subprocess
 import tempfile
 from typing import Any, Callable
 
-from improve_nas.cloud import package, train_flags, vertex
-from improve_nas.cloud.spec import load_job_spec
+from improve_nas.cloud import image, package, train_flags, vertex
+from improve_nas.cloud.spec import load_job_spec, task_of
 from improve_nas.config import Config
 from improve_nas.errors import UsageError
 from improve_nas.storage import gcs
@@ -31,6 +35,8 @@ _REGION = re.compile(r"[a-z]+(-[a-z]+)+[0-9]+")  # us-central1, europe-west4, no
 _PROJECT = re.compile(r"[a-z][a-z0-9.:-]{4,61}[a-z0-9]")
 _DISPLAY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")  # also a path segment of the run directory
 CONFIG_FILE_NAME = "job.yaml"
+PROJECT_PLACEHOLDER = "PROJECT"  # in a dry run's default image URI when no project was given
+BUILD_CONTEXT = "CONTEXT"  # how a dry run names the staged build context (a temporary directory)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,7 +51,11 @@ class SubmitRequest:
       train_flags: trainer flags (absl syntax); they override the spec's args key by key.
       display_name: the job's name in Vertex AI; defaults to improve_nas_<preset or dataset>_<UTC time>.
       project: Google Cloud project; defaults to gcloud's or the credentials' project.
-      dry_run: print the resolved spec and command; build, upload and create nothing.
+      dry_run: print the resolved spec and commands; build, push, upload and create nothing.
+      image: the container image of a containerSpec job (default: the spec's imageUri, else the image of this
+        repository's Dockerfile, see `image.default_image`).
+      build_image: build the container image and push it (gcloud builds submit, or docker build + push) first.
+      backend: the Keras backend of the default image (tensorflow, or jax for the `trainer-jax` variant).
     """
 
     config_path: str
@@ -55,6 +65,9 @@ class SubmitRequest:
     display_name: str | None = None
     project: str | None = None
     dry_run: bool = False
+    image: str | None = None
+    build_image: bool = False
+    backend: str = "tensorflow"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,8 +78,15 @@ class JobPlan:
       display_name: the job's name.
       region: its region.
       project: the project given on the command line, if any.
-      spec: the CustomJobSpec to create: packageUris filled in, args merged.
-      package_uri: where the package is (or will be) uploaded.
+      spec: the CustomJobSpec to create: the image or packageUris filled in, args merged.
+      task: what the workers run, `containerSpec` or `pythonPackageSpec`.
+      package_uri: where the package is (or will be) uploaded (package jobs).
+      image: the container image URI (container jobs).
+      default_image: the image when it is the one this repository's Dockerfile builds (submit checks that it
+        exists, or builds it); None when the image came from --image or the spec.
+      build_image: build and push `image` before creating the job.
+      backend: the Keras backend the image is built for.
+      labels: the CustomJob's labels (the spec file's `labels`).
       run_dir: the run directory on gs:// the trainer will use.
       source: the source files packaged.
       config: the training configuration the trainer will resolve from the args.
@@ -76,14 +96,35 @@ class JobPlan:
     region: str
     project: str | None
     spec: dict[str, Any]
-    package_uri: str
+    task: str
+    package_uri: str | None
+    image: str | None
+    default_image: image.ImageRef | None
+    build_image: bool
+    backend: str
+    labels: dict[str, str]
     run_dir: str
     source: package.SourceTree
     config: Config
 
     def gcloud_command(self, config_path: str, gcloud: str = "gcloud") -> list[str]:
-        return vertex.gcloud_command(region=self.region, display_name=self.display_name, config_path=config_path,
-                                     project=self.project, gcloud=gcloud)
+        command = vertex.gcloud_command(region=self.region, display_name=self.display_name,
+                                        config_path=config_path, project=self.project, gcloud=gcloud)
+        labels = ",".join(f"{key}={value}" for key, value in self.labels.items())
+        return command + ([f"--labels={labels}"] if labels else [])
+
+    def job_body(self) -> dict[str, Any]:
+        """The CustomJob resource the REST API creates."""
+        return {"displayName": self.display_name, "jobSpec": self.spec, **({"labels": self.labels} if self.labels
+                                                                            else {})}
+
+    def with_image_project(self, project: str) -> JobPlan:
+        """The plan with the default image placed in `project` (resolved once the project is known)."""
+        ref = dataclasses.replace(self.default_image, project=project)
+        spec = copy.deepcopy(self.spec)
+        for pool in spec["workerPoolSpecs"]:
+            pool["containerSpec"]["imageUri"] = ref.uri
+        return dataclasses.replace(self, spec=spec, image=ref.uri, default_image=ref)
 
     def spec_yaml(self) -> str:
         import yaml
@@ -119,10 +160,14 @@ def plan_job(request: SubmitRequest, *, source_root: str | None = None,
     if request.project is not None and not _PROJECT.fullmatch(request.project):
         raise UsageError(f"--project={request.project!r} is not a Google Cloud project ID (6-30 characters: "
                          "lowercase letters, digits, hyphens)")
+    if request.backend not in image.BACKENDS:
+        raise UsageError(f"--backend={request.backend!r} is invalid; choose one of: {', '.join(image.BACKENDS)}")
     spec = load_job_spec(request.config_path)
-    pool = spec["workerPoolSpecs"][0]["pythonPackageSpec"]
+    labels = spec.pop("labels", {})  # a CustomJob field, not a CustomJobSpec one: gcloud --labels / REST labels
+    task = task_of(spec["workerPoolSpecs"][0])
     flags = train_flags.merge_train_flags(
-        train_flags.parse_train_flags(pool.get("args") or [], origin=f"{request.config_path} args"),
+        train_flags.parse_train_flags(spec["workerPoolSpecs"][0][task].get("args") or [],
+                                      origin=f"{request.config_path} args"),
         train_flags.parse_train_flags(request.train_flags))
     display_name = request.display_name or _default_display_name(flags, now)
     if not _DISPLAY_NAME.fullmatch(display_name):
@@ -144,18 +189,36 @@ def plan_job(request: SubmitRequest, *, source_root: str | None = None,
                          f"--distribution=multi_worker needs one; {request.config_path} has "
                          f"{len(spec['workerPoolSpecs'])} pool(s) and the flags say --distribution={config.distribution}")
     source = package.find_source_tree(source_root)
-    package_uri = f"{staging}/improve_nas/packages/{source.archive_name}"
     resolved = copy.deepcopy(spec)
+    package_uri = image_uri = default_image = None
+    if task == "pythonPackageSpec":
+        given = [flag for flag, value in (("--image", request.image), ("--build_image", request.build_image),
+                                          ("--backend", request.backend != "tensorflow")) if value]
+        if given:
+            raise UsageError(f"{given[0]} is for container jobs (containerSpec), and {request.config_path} runs a "
+                             "Python package (pythonPackageSpec) on the prebuilt image its executorImageUri names")
+        package_uri = f"{staging}/improve_nas/packages/{source.archive_name}"
+    else:
+        image_uri = request.image or resolved["workerPoolSpecs"][0]["containerSpec"].get("imageUri")
+        if not image_uri:
+            default_image = image.default_image(region=request.region, source=source, backend=request.backend,
+                                                project=request.project or PROJECT_PLACEHOLDER)
+            image_uri = default_image.uri
     for pool in resolved["workerPoolSpecs"]:  # the workers run exactly what the chief runs
-        pool["pythonPackageSpec"]["packageUris"] = [package_uri]
-        pool["pythonPackageSpec"]["args"] = train_flags.format_train_flags(flags)
+        if task == "pythonPackageSpec":
+            pool[task]["packageUris"] = [package_uri]
+        else:
+            pool[task]["imageUri"] = image_uri
+        pool[task]["args"] = train_flags.format_train_flags(flags)
     return JobPlan(display_name=display_name, region=request.region, project=request.project, spec=resolved,
-                   package_uri=package_uri, run_dir=run_dir, source=source, config=config)
+                   task=task, package_uri=package_uri, image=image_uri, default_image=default_image,
+                   build_image=request.build_image, backend=request.backend, labels=labels, run_dir=run_dir,
+                   source=source, config=config)
 
 
 def submit(request: SubmitRequest, *, source_root: str | None = None,
            log: Callable[[str], None] = print) -> Submission:
-    """Plans the job; unless `request.dry_run`, builds and uploads the package and creates the job.
+    """Plans the job; unless `request.dry_run`, provides its code (image or package) and creates the job.
 
     Args:
       request: the command line.
@@ -166,7 +229,7 @@ def submit(request: SubmitRequest, *, source_root: str | None = None,
       What was done.
 
     Raises:
-      UsageError: bad input, an unreachable bucket, or a refused job.
+      UsageError: bad input, a missing image, an unreachable bucket, a failed build, or a refused job.
     """
     plan = plan_job(request, source_root=source_root)
     if request.dry_run:
@@ -174,8 +237,13 @@ def submit(request: SubmitRequest, *, source_root: str | None = None,
         return Submission(plan, created_with="dry_run")
     gcloud = vertex.find_gcloud()
     project = plan.project or (None if gcloud else vertex.default_project())  # REST needs it: fail before uploading
+    if plan.default_image and not plan.project:  # the image's URI names the project
+        plan = plan.with_image_project(project or _gcloud_project(gcloud) or vertex.default_project())
     with tempfile.TemporaryDirectory(prefix="improve_nas-submit-") as work:
-        _upload_package(plan, work, log)
+        if plan.task == "pythonPackageSpec":
+            _upload_package(plan, work, log)
+        else:
+            _provide_image(plan, work, log, gcloud)
         if gcloud:
             config_path = os.path.join(work, CONFIG_FILE_NAME)
             with open(config_path, "w", encoding="utf-8") as handle:
@@ -184,8 +252,7 @@ def submit(request: SubmitRequest, *, source_root: str | None = None,
             log(f"$ {shlex.join(command)}")
             vertex.run_gcloud(command)
             return Submission(plan, created_with="gcloud")
-    job = vertex.create_custom_job(region=plan.region, project=project, display_name=plan.display_name,
-                                   spec=plan.spec)
+    job = vertex.post_json(vertex.custom_jobs_url(region=plan.region, project=project), plan.job_body())
     log(f"created Vertex AI custom job {job.get('name', plan.display_name)}; run directory {plan.run_dir}")
     return Submission(plan, created_with="rest", job_name=job.get("name"))
 
@@ -193,17 +260,65 @@ def submit(request: SubmitRequest, *, source_root: str | None = None,
 def render_dry_run(plan: JobPlan) -> str:
     """The resolved spec and the commands a real submit would run, as YAML (comments + the spec document)."""
     lines = [
-        "# improve-nas submit --dry_run: nothing was built, uploaded or created.",
+        "# improve-nas submit --dry_run: nothing was built, pushed, uploaded or created.",
         f"# Resolved Vertex AI CustomJobSpec ({CONFIG_FILE_NAME}) of job {plan.display_name!r}:",
         plan.spec_yaml().rstrip("\n"),
         "# A real submit would:",
-        f"#   1. build the sdist of {plan.source.root} and upload it to {plan.package_uri}",
+        *[f"#   {line}" for line in _code_steps(plan)],
         f"#   2. run: {shlex.join(plan.gcloud_command(CONFIG_FILE_NAME))}",
         "#      (without gcloud on PATH: POST "
-        f"{vertex.custom_jobs_url(region=plan.region, project=plan.project or 'PROJECT')})",
+        f"{vertex.custom_jobs_url(region=plan.region, project=plan.project or PROJECT_PLACEHOLDER)})",
         f"# Run directory: {plan.run_dir}",
     ]
+    if plan.default_image and not plan.project:
+        lines.append(f"# {PROJECT_PLACEHOLDER} stands for the project submit will use: --project, else gcloud's or "
+                     "the credentials' project.")
     return "\n".join(lines)
+
+
+def _code_steps(plan: JobPlan) -> list[str]:
+    """Step 1 of a real submit, what it does before creating the job, for the dry run."""
+    if plan.task == "pythonPackageSpec":
+        return [f"1. build the sdist of {plan.source.root} and upload it to {plan.package_uri}"]
+    if not (plan.build_image or plan.default_image):
+        return [f"1. use the image {plan.image} as given (--image or the spec's imageUri; not checked)"]
+    try:
+        build = [shlex.join(command) for command in image.build_commands(
+            plan.image, BUILD_CONTEXT, project=_image_project(plan),
+            which=lambda name: name if shutil.which(name) else None)]
+    except UsageError as error:
+        build = [f"(would fail: {error})"]
+    stage = f"stage the sources and {image.DOCKERFILE} in a temporary directory {BUILD_CONTEXT}, then run:"
+    if plan.build_image:
+        return [f"1. build and push the image: {stage}", *[f"     {command}" for command in build]]
+    return [f"1. check that the image exists: {shlex.join(image.describe_command(plan.default_image))}",
+            "   and stop if it does not. To build and push it, add --build_image; it would " + stage,
+            *[f"     {command}" for command in build]]
+
+
+def _provide_image(plan: JobPlan, work: str, log: Callable[[str], None], gcloud: str | None) -> None:
+    """Builds and pushes the job's image when asked; otherwise makes sure this repository's image exists."""
+    if plan.build_image:
+        context = image.stage_build_context(plan.source, os.path.join(work, "image"), image_uri=plan.image,
+                                            backend=plan.backend)
+        image.run_build(image.build_commands(plan.image, context, project=_image_project(plan)), log)
+    elif plan.default_image:
+        if not image.image_exists(plan.default_image, gcloud=gcloud):
+            raise UsageError(f"the image {plan.image} does not exist yet (it is named after these sources); add "
+                             "--build_image to build and push it, or pass --image=URI of an image you built")
+        log(f"image {plan.image} found")
+
+
+def _image_project(plan: JobPlan) -> str | None:
+    return plan.default_image.project if plan.default_image else plan.project
+
+
+def _gcloud_project(gcloud: str | None) -> str | None:
+    """gcloud's configured project (`gcloud config get-value project`), or None."""
+    if not gcloud:
+        return None
+    result = subprocess.run([gcloud, "config", "get-value", "project"], capture_output=True, text=True)
+    return (result.stdout.strip() or None) if result.returncode == 0 else None
 
 
 def _upload_package(plan: JobPlan, work: str, log: Callable[[str], None]) -> None:
