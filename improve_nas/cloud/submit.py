@@ -1,7 +1,8 @@
 """`improve-nas submit`: check everything locally, then package, upload and create the Vertex AI custom job.
 
     plan_job      spec file + train flags -> the resolved CustomJobSpec (no writes, no network)
-    submit        plan, then build the sdist, upload it to the staging bucket, create the job (gcloud or REST)
+    submit        plan, then build the sdist, upload it to the staging bucket, create the job (gcloud or REST),
+                  and with `wait` follow it until it ends
 
 Every check that can fail (spec, flags, hparams, preset, dataset name, run directory) runs in `plan_job`, before
 anything is built or uploaded. The run directory defaults to `--job-dir=gs://BUCKET/improve_nas/runs/<display name>`
@@ -21,7 +22,7 @@ import shlex
 import tempfile
 from typing import Any, Callable
 
-from improve_nas.cloud import package, train_flags, vertex
+from improve_nas.cloud import jobs, package, train_flags, vertex
 from improve_nas.cloud.spec import load_job_spec
 from improve_nas.config import Config
 from improve_nas.errors import UsageError
@@ -46,6 +47,7 @@ class SubmitRequest:
       display_name: the job's name in Vertex AI; defaults to improve_nas_<preset or dataset>_<UTC time>.
       project: Google Cloud project; defaults to gcloud's or the credentials' project.
       dry_run: print the resolved spec and command; build, upload and create nothing.
+      wait: once created, print the job's log until it ends (jobs.follow_until_done).
     """
 
     config_path: str
@@ -55,6 +57,7 @@ class SubmitRequest:
     display_name: str | None = None
     project: str | None = None
     dry_run: bool = False
+    wait: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,9 +84,9 @@ class JobPlan:
     source: package.SourceTree
     config: Config
 
-    def gcloud_command(self, config_path: str, gcloud: str = "gcloud") -> list[str]:
+    def gcloud_command(self, config_path: str, gcloud: str = "gcloud", print_name: bool = False) -> list[str]:
         return vertex.gcloud_command(region=self.region, display_name=self.display_name, config_path=config_path,
-                                     project=self.project, gcloud=gcloud)
+                                     project=self.project, gcloud=gcloud, print_name=print_name)
 
     def spec_yaml(self) -> str:
         import yaml
@@ -93,12 +96,15 @@ class JobPlan:
 
 @dataclasses.dataclass(frozen=True)
 class Submission:
-    """The outcome: the plan, how the job was created (`dry_run`: not at all; `gcloud`; `rest`) and, via REST,
-    the created job's resource name."""
+    """The outcome: the plan, how the job was created (`dry_run`: not at all; `gcloud`; `rest`), the created job's
+    resource name (through gcloud only when waiting: it then prints it), and with `wait` the job's final state
+    (None: not waited for, or Ctrl-C) and the command's exit code (jobs.follow_until_done)."""
 
     plan: JobPlan
     created_with: str
     job_name: str | None = None
+    final_state: str | None = None
+    exit_code: int = 0
 
 
 def plan_job(request: SubmitRequest, *, source_root: str | None = None,
@@ -171,6 +177,9 @@ def submit(request: SubmitRequest, *, source_root: str | None = None,
     plan = plan_job(request, source_root=source_root)
     if request.dry_run:
         log(render_dry_run(plan))
+        if request.wait:
+            log(f"#   then (--wait) with {vertex.NAME_FORMAT} added, follow the job's log until it ends: "
+                f"improve-nas jobs logs JOB_ID --region={plan.region}")
         return Submission(plan, created_with="dry_run")
     gcloud = vertex.find_gcloud()
     project = plan.project or (None if gcloud else vertex.default_project())  # REST needs it: fail before uploading
@@ -180,14 +189,25 @@ def submit(request: SubmitRequest, *, source_root: str | None = None,
             config_path = os.path.join(work, CONFIG_FILE_NAME)
             with open(config_path, "w", encoding="utf-8") as handle:
                 handle.write(plan.spec_yaml())
-            command = plan.gcloud_command(config_path, gcloud=gcloud)
+            command = plan.gcloud_command(config_path, gcloud=gcloud, print_name=request.wait)
             log(f"$ {shlex.join(command)}")
-            vertex.run_gcloud(command)
-            return Submission(plan, created_with="gcloud")
-    job = vertex.create_custom_job(region=plan.region, project=project, display_name=plan.display_name,
-                                   spec=plan.spec)
-    log(f"created Vertex AI custom job {job.get('name', plan.display_name)}; run directory {plan.run_dir}")
-    return Submission(plan, created_with="rest", job_name=job.get("name"))
+            printed = vertex.run_gcloud(command, capture=request.wait).split()
+            submission = Submission(plan, created_with="gcloud", job_name=printed[-1] if printed else None)
+    if not gcloud:
+        job = vertex.create_custom_job(region=plan.region, project=project, display_name=plan.display_name,
+                                       spec=plan.spec)
+        log(f"created Vertex AI custom job {job.get('name', plan.display_name)}; run directory {plan.run_dir}")
+        submission = Submission(plan, created_with="rest", job_name=job.get("name"))
+    return _wait_for(submission, log) if request.wait else submission
+
+
+def _wait_for(submission: Submission, log: Callable[[str], None]) -> Submission:
+    if not submission.job_name:
+        raise UsageError(f"the job was created, but gcloud printed no resource name to follow it by; find it with "
+                         f"improve-nas jobs list --region={submission.plan.region}")
+    state, exit_code = jobs.follow_until_done(submission.job_name, region=submission.plan.region,
+                                              project=submission.plan.project, log=log)
+    return dataclasses.replace(submission, final_state=state, exit_code=exit_code)
 
 
 def render_dry_run(plan: JobPlan) -> str:
