@@ -126,10 +126,7 @@ class FakeApis:
 
 @pytest.fixture
 def no_gcloud(tmp_path, monkeypatch):
-    """No gcloud on PATH (this machine has a real one, which must never run in tests)."""
-    empty = tmp_path / "empty-bin"
-    empty.mkdir()
-    monkeypatch.setenv("PATH", str(empty))
+    monkeypatch.setenv("PATH", str(tmp_path))  # no gcloud there (this machine has a real one: tests never run it)
 
 
 @pytest.fixture
