@@ -1,4 +1,4 @@
-"""The `improve-nas` console script: train | summary | report | arch | predict | bench | submit.
+"""The `improve-nas` console script: train | summary | report | arch | predict | bench | submit | jobs.
 
 Dispatch only: each subcommand parses its arguments and calls one library function.
 """
@@ -13,7 +13,7 @@ from improve_nas import __version__
 from improve_nas.errors import UsageError
 from improve_nas.quiet import quiet_tensorflow_start_up
 
-SUBCOMMANDS = ("train", "summary", "report", "arch", "predict", "bench", "submit")
+SUBCOMMANDS = ("train", "summary", "report", "arch", "predict", "bench", "submit", "jobs")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,6 +31,7 @@ def main(argv: list[str] | None = None) -> int:
               "  predict  classes and probabilities of a run's exported ensemble for .npz/.npy/PNG/JPEG images\n"
               "  bench    training throughput of the engine\n"
               "  submit   run training as a Google Cloud Vertex AI custom job\n"
+              "  jobs     list, describe, follow (logs) or cancel Vertex AI custom jobs\n"
               "improve-nas --version prints the version. Bad input is refused before TensorFlow starts.")
         return 0 if argv else 2
     command, rest = argv[0], argv[1:]
@@ -100,6 +101,8 @@ def _submit(argv: list[str]) -> int:
                         "and push it first (gcloud builds submit, else docker build + push)")
     parser.add_argument("--backend", default="tensorflow", help="Keras backend of the default image: tensorflow, "
                         "or jax (image trainer-jax)")
+    parser.add_argument("--wait", action="store_true", help="follow the job's log until it ends; exit 0 if it "
+                        "succeeded, 1 if it ended otherwise (Ctrl-C stops following, not the job)")
     parser.add_argument("train_flags", nargs="*", help="flags of improve-nas train, after --")
     args, unknown = parser.parse_known_args(argv)
     if unknown:  # argparse alone says only "unrecognized arguments"
@@ -107,10 +110,29 @@ def _submit(argv: list[str]) -> int:
                          f"e.g. improve-nas submit --config=... --region=... --staging_bucket=... -- {unknown[0]}")
     from improve_nas.cloud import SubmitRequest, submit
 
-    submit(SubmitRequest(config_path=args.config, region=args.region, staging_bucket=args.staging_bucket,
-                         train_flags=tuple(args.train_flags), display_name=args.display_name, project=args.project,
-                         dry_run=args.dry_run, image=args.image, build_image=args.build_image, backend=args.backend))
-    return 0
+    submission = submit(SubmitRequest(config_path=args.config, region=args.region, staging_bucket=args.staging_bucket,
+                                      train_flags=tuple(args.train_flags), display_name=args.display_name,
+                                      project=args.project, dry_run=args.dry_run, wait=args.wait,
+                                      image=args.image, build_image=args.build_image, backend=args.backend))
+    return submission.exit_code
+
+
+def _jobs(argv: list[str]) -> int:
+    parser = _parser("jobs", "List, describe, follow or cancel Vertex AI custom jobs (through gcloud when it is on "
+                     "PATH, else the REST API).")
+    parser.add_argument("action", help="list | describe | logs | cancel")
+    parser.add_argument("job", nargs="?", default=None,
+                        help="describe, logs, cancel: the job's numeric ID or projects/P/locations/R/customJobs/ID")
+    parser.add_argument("--region", required=True, help="Vertex AI region, e.g. us-central1")
+    parser.add_argument("--project", default=None, help="Google Cloud project (default: gcloud's / the credentials')")
+    parser.add_argument("--filter", default=None, help="list: gcloud's --filter, or the API's filter without gcloud")
+    parser.add_argument("--limit", type=int, default=None, help="list: at most this many jobs, newest first")
+    parser.add_argument("--dry_run", action="store_true", help="print the gcloud command or REST request; call nothing")
+    args = parser.parse_args(argv)
+    from improve_nas.cloud.jobs import JobsRequest, run_jobs_command
+
+    return run_jobs_command(JobsRequest(action=args.action, region=args.region, job=args.job, project=args.project,
+                                        filter=args.filter, limit=args.limit, dry_run=args.dry_run))
 
 
 def _report(argv: list[str]) -> int:
@@ -185,6 +207,7 @@ _COMMANDS = {
     "predict": _predict,
     "bench": _bench,
     "submit": _submit,
+    "jobs": _jobs,
 }
 
 

@@ -1,11 +1,12 @@
-"""Google Cloud Vertex AI jobs: the job spec files, the package, and `improve-nas submit`.
+"""Google Cloud Vertex AI jobs: the job spec files, the package, `improve-nas submit` and `improve-nas jobs`.
 
     machines.py     which accelerators each machine type takes
     spec.py         load_job_spec: read and check config.yaml / config_test.yaml
     train_flags.py  the trainer's flags, parsed and resolved into a Config on the submitting machine
     package.py      the sdist a job installs, named by a hash of its sources
-    vertex.py       create the job: gcloud, else the REST API
+    vertex.py       talk to Vertex AI: gcloud, else the REST API (one place for auth and error lines)
     submit.py       plan_job / submit: the whole command
+    jobs.py         improve-nas jobs list|describe|logs|cancel, and following a job for submit --wait
 
 Run-directory storage on gs:// lives in `improve_nas.storage.gcs`.
 """

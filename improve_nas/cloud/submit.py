@@ -3,7 +3,8 @@
     plan_job      spec file + train flags -> the resolved CustomJobSpec (no writes, no network)
     submit        plan, then provide the code (container jobs: check that the image exists, or build and push it
                   with --build_image; package jobs: build the sdist and upload it to the staging bucket), then
-                  create the job (gcloud or REST)
+                  create the job (gcloud or REST),
+                  and with `wait` follow it until it ends
 
 Every check that can fail (spec, flags, hparams, preset, dataset name, run directory) runs in `plan_job`, before
 anything is built or uploaded. The run directory defaults to `--job-dir=gs://BUCKET/improve_nas/runs/<display name>`
@@ -25,7 +26,7 @@ import subprocess
 import tempfile
 from typing import Any, Callable
 
-from improve_nas.cloud import image, package, train_flags, vertex
+from improve_nas.cloud import image, jobs, package, train_flags, vertex
 from improve_nas.cloud.spec import load_job_spec, task_of
 from improve_nas.config import Config
 from improve_nas.errors import UsageError
@@ -56,6 +57,7 @@ class SubmitRequest:
         repository's Dockerfile, see `image.default_image`).
       build_image: build the container image and push it (gcloud builds submit, or docker build + push) first.
       backend: the Keras backend of the default image (tensorflow, or jax for the `trainer-jax` variant).
+      wait: once created, print the job's log until it ends (jobs.follow_until_done).
     """
 
     config_path: str
@@ -68,6 +70,7 @@ class SubmitRequest:
     image: str | None = None
     build_image: bool = False
     backend: str = "tensorflow"
+    wait: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,9 +110,10 @@ class JobPlan:
     source: package.SourceTree
     config: Config
 
-    def gcloud_command(self, config_path: str, gcloud: str = "gcloud") -> list[str]:
+    def gcloud_command(self, config_path: str, gcloud: str = "gcloud", print_name: bool = False) -> list[str]:
         command = vertex.gcloud_command(region=self.region, display_name=self.display_name,
-                                        config_path=config_path, project=self.project, gcloud=gcloud)
+                                        config_path=config_path, project=self.project, gcloud=gcloud,
+                                        print_name=print_name)
         labels = ",".join(f"{key}={value}" for key, value in self.labels.items())
         return command + ([f"--labels={labels}"] if labels else [])
 
@@ -134,12 +138,15 @@ class JobPlan:
 
 @dataclasses.dataclass(frozen=True)
 class Submission:
-    """The outcome: the plan, how the job was created (`dry_run`: not at all; `gcloud`; `rest`) and, via REST,
-    the created job's resource name."""
+    """The outcome: the plan, how the job was created (`dry_run`: not at all; `gcloud`; `rest`), the created job's
+    resource name (through gcloud only when waiting: it then prints it), and with `wait` the job's final state
+    (None: not waited for, or Ctrl-C) and the command's exit code (jobs.follow_until_done)."""
 
     plan: JobPlan
     created_with: str
     job_name: str | None = None
+    final_state: str | None = None
+    exit_code: int = 0
 
 
 def plan_job(request: SubmitRequest, *, source_root: str | None = None,
@@ -234,6 +241,9 @@ def submit(request: SubmitRequest, *, source_root: str | None = None,
     plan = plan_job(request, source_root=source_root)
     if request.dry_run:
         log(render_dry_run(plan))
+        if request.wait:
+            log(f"#   then (--wait) with {vertex.NAME_FORMAT} added, follow the job's log until it ends: "
+                f"improve-nas jobs logs JOB_ID --region={plan.region}")
         return Submission(plan, created_with="dry_run")
     gcloud = vertex.find_gcloud()
     project = plan.project or (None if gcloud else vertex.default_project())  # REST needs it: fail before uploading
@@ -248,13 +258,24 @@ def submit(request: SubmitRequest, *, source_root: str | None = None,
             config_path = os.path.join(work, CONFIG_FILE_NAME)
             with open(config_path, "w", encoding="utf-8") as handle:
                 handle.write(plan.spec_yaml())
-            command = plan.gcloud_command(config_path, gcloud=gcloud)
+            command = plan.gcloud_command(config_path, gcloud=gcloud, print_name=request.wait)
             log(f"$ {shlex.join(command)}")
-            vertex.run_gcloud(command)
-            return Submission(plan, created_with="gcloud")
-    job = vertex.post_json(vertex.custom_jobs_url(region=plan.region, project=project), plan.job_body())
-    log(f"created Vertex AI custom job {job.get('name', plan.display_name)}; run directory {plan.run_dir}")
-    return Submission(plan, created_with="rest", job_name=job.get("name"))
+            printed = vertex.run_gcloud(command, capture=request.wait).split()
+            submission = Submission(plan, created_with="gcloud", job_name=printed[-1] if printed else None)
+    if not gcloud:
+        job = vertex.post_json(vertex.custom_jobs_url(region=plan.region, project=project), plan.job_body())
+        log(f"created Vertex AI custom job {job.get('name', plan.display_name)}; run directory {plan.run_dir}")
+        submission = Submission(plan, created_with="rest", job_name=job.get("name"))
+    return _wait_for(submission, log) if request.wait else submission
+
+
+def _wait_for(submission: Submission, log: Callable[[str], None]) -> Submission:
+    if not submission.job_name:
+        raise UsageError(f"the job was created, but gcloud printed no resource name to follow it by; find it with "
+                         f"improve-nas jobs list --region={submission.plan.region}")
+    state, exit_code = jobs.follow_until_done(submission.job_name, region=submission.plan.region,
+                                              project=submission.plan.project, log=log)
+    return dataclasses.replace(submission, final_state=state, exit_code=exit_code)
 
 
 def render_dry_run(plan: JobPlan) -> str:

@@ -1,27 +1,34 @@
-"""Creating a Vertex AI custom job: through the gcloud CLI when it is installed, else through the REST API.
+"""Talking to Vertex AI: through the gcloud CLI when it is installed, else through the REST API.
 
 gcloud is preferred because it carries the user's own login, project and proxy settings, and prints the job's
-console link; the REST fallback (POST .../customJobs with Application Default Credentials) serves machines without
-the Cloud SDK, such as CI runners and containers.
+console link; the REST fallback (Application Default Credentials) serves machines without the Cloud SDK, such as CI
+runners and containers. Both transports live here, with their error mapping: a failure is one UsageError line.
 """
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from typing import Any
 
 from improve_nas.errors import UsageError
 
-CLOUD_PLATFORM_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
+CLOUD_PLATFORM_SCOPE = "https://www.googleapis.com/auth/cloud-platform"  # covers Vertex AI and Cloud Logging
+LOGGING_ENTRIES_URL = "https://logging.googleapis.com/v2/entries:list"
+REGION = re.compile(r"[a-z]+(-[a-z]+)+[0-9]+")  # us-central1, europe-west4, northamerica-northeast1
+NAME_FORMAT = "--format=value(name)"  # makes `gcloud ai custom-jobs create` print the created job's resource name
 
 
 def gcloud_command(*, region: str, display_name: str, config_path: str, project: str | None = None,
-                   gcloud: str = "gcloud") -> list[str]:
-    """`gcloud ai custom-jobs create ...` for a CustomJobSpec saved as YAML at `config_path`."""
+                   gcloud: str = "gcloud", print_name: bool = False) -> list[str]:
+    """`gcloud ai custom-jobs create ...` for a CustomJobSpec saved as YAML at `config_path`.
+
+    `print_name` adds NAME_FORMAT, so that the job's resource name is the command's only output on stdout.
+    """
     command = [gcloud, "ai", "custom-jobs", "create", f"--region={region}", f"--display-name={display_name}",
                f"--config={config_path}"]
-    return command + ([f"--project={project}"] if project else [])
+    return command + ([f"--project={project}"] if project else []) + ([NAME_FORMAT] if print_name else [])
 
 
 def find_gcloud() -> str | None:
@@ -29,42 +36,65 @@ def find_gcloud() -> str | None:
     return shutil.which("gcloud")
 
 
-def run_gcloud(command: list[str]) -> None:
-    """Runs gcloud with the terminal attached (its progress and the job's console link go to the user).
+def run_gcloud(command: list[str], *, capture: bool = False) -> str:
+    """Runs gcloud with stderr on the terminal (its progress, prompts and messages go to the user).
+
+    Args:
+      command: the argv, `gcloud ai custom-jobs VERB ...`.
+      capture: return stdout instead of letting it through (a JSON document, a resource name).
+
+    Returns:
+      The captured stdout ("" when not captured).
 
     Raises:
       UsageError: gcloud exited non-zero (its own message is above on stderr).
     """
-    returncode = subprocess.run(command).returncode
-    if returncode:
-        raise UsageError(f"gcloud ai custom-jobs create failed with exit code {returncode} (its message is above)")
+    result = subprocess.run(command, stdout=subprocess.PIPE if capture else None, text=True)
+    if result.returncode:
+        raise UsageError(f"gcloud {' '.join(command[1:4])} failed with exit code {result.returncode} "
+                         "(its message is above)")
+    return result.stdout or ""
 
 
 def custom_jobs_url(*, region: str, project: str) -> str:
     return f"https://{region}-aiplatform.googleapis.com/v1/projects/{project}/locations/{region}/customJobs"
 
 
-def create_custom_job(*, region: str, project: str, display_name: str, spec: dict[str, Any]) -> dict[str, Any]:
-    """Creates the job through the REST API; returns the created CustomJob resource (its `name` identifies it)."""
-    return post_json(custom_jobs_url(region=region, project=project), {"displayName": display_name, "jobSpec": spec})
-
-
 def post_json(url: str, body: dict[str, Any]) -> dict[str, Any]:
-    """POSTs `body` as JSON with Application Default Credentials; the one place submit talks to the Vertex API.
+    """POSTs `body` as JSON; see request_json."""
+    return request_json("POST", url, body=body)
+
+
+def request_json(method: str, url: str, *, body: dict[str, Any] | None = None,
+                 params: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One REST call with Application Default Credentials; the one place this package talks to Google's APIs.
+
+    Returns:
+      The response's JSON object ({} for an empty body, as cancel returns).
 
     Raises:
-      UsageError: no credentials, or the API refused the request (its message is included).
+      UsageError: no credentials, no connection, or the API refused the request (its message is included).
     """
-    from google.auth.transport.requests import AuthorizedSession
+    import requests
 
-    response = AuthorizedSession(_credentials()[0]).post(url, json=body, timeout=60)
+    try:
+        response = authorized_session().request(method, url, json=body, params=params, timeout=60)
+    except requests.exceptions.RequestException as error:
+        raise UsageError(f"cannot reach {url}: {error}") from None
     if response.status_code >= 400:
         try:
             message = response.json()["error"]["message"]
         except (ValueError, KeyError, TypeError):
             message = response.text.strip()[:500]
-        raise UsageError(f"Vertex AI refused the job (HTTP {response.status_code}): {message}")
-    return response.json()
+        raise UsageError(f"Google Cloud refused {method} {url} (HTTP {response.status_code}): {message}")
+    return response.json() if response.text.strip() else {}
+
+
+def authorized_session():
+    """A requests session that signs every request with the Application Default Credentials."""
+    from google.auth.transport.requests import AuthorizedSession
+
+    return AuthorizedSession(_credentials()[0])
 
 
 def default_project() -> str:
