@@ -331,9 +331,13 @@ def test_poll_intervals_grow_to_a_cap():
 # --- submit --wait ------------------------------------------------------------------------------------------
 
 
+# config_test.yaml is a container job; naming its image skips the check that the default image was pushed.
+IMAGE = "us-central1-docker.pkg.dev/my-project/improve-nas/trainer:test"
+
+
 def submit_wait_argv(*extra):
     return ["submit", f"--config={CONFIG_TEST}", f"--region={REGION}", "--staging_bucket=gs://b",
-            "--display_name=smoke-1", "--wait", *extra, "--", "--dataset=fake"]
+            "--display_name=smoke-1", f"--image={IMAGE}", "--wait", *extra, "--", "--dataset=fake"]
 
 
 @pytest.mark.parametrize("final, exit_code", [("JOB_STATE_SUCCEEDED", 0), ("JOB_STATE_FAILED", 1)])
@@ -353,7 +357,8 @@ def test_submit_wait_through_rest_follows_the_created_job(gcs_emulator, rest, no
     rest.log_polls = [[log_entry(1, "2026-01-02T00:00:01Z")]]  # both polls see it: printed once
     lines = []
     request = SubmitRequest(config_path=CONFIG_TEST, region=REGION, staging_bucket="gs://b",
-                            train_flags=("--dataset=fake",), display_name="smoke-1", project="my-project", wait=True)
+                            train_flags=("--dataset=fake",), display_name="smoke-1", project="my-project", wait=True,
+                            image=IMAGE)
     submission = submit(request, log=lines.append)
     assert (submission.job_name, submission.final_state, submission.exit_code) == (JOB_NAME, "JOB_STATE_SUCCEEDED", 0)
     assert lines[-2:] == ["2026-01-02T00:00:01Z workerpool0-0 line 1", f"job {JOB_NAME} ended: JOB_STATE_SUCCEEDED"]
@@ -390,7 +395,8 @@ def test_gcloud_that_prints_no_name_is_a_usage_error(gcs_emulator, fake_gcloud):
     fake_gcloud.script.write_text(fake_gcloud.script.read_text().replace(f"print({JOB_NAME!r})", "pass"))
     with pytest.raises(UsageError, match="printed no resource name"):
         submit(SubmitRequest(config_path=CONFIG_TEST, region=REGION, staging_bucket="gs://b",
-                             train_flags=("--dataset=fake",), display_name="smoke-1", wait=True), log=lambda _: None)
+                             train_flags=("--dataset=fake",), display_name="smoke-1", wait=True, image=IMAGE),
+               log=lambda _: None)
 
 
 def test_run_directory_follows_the_trainer_s_order():
