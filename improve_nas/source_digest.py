@@ -16,7 +16,7 @@ PACKAGE = "improve_nas"
 # What ships besides the .py modules: pyproject.toml's [tool.setuptools.package-data] (tests/test_packaging.py
 # checks that a built wheel holds exactly these files).
 _DATA_SUFFIXES = (".npz",)
-_DATA_NAMES = ("py.typed",)
+_DATA_NAMES = ("py.typed", "Dockerfile")  # the Dockerfile: the image is named by this digest
 
 
 def package_files(root: str) -> tuple[str, ...]:

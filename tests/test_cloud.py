@@ -417,6 +417,7 @@ def test_the_dockerfile_runs_the_trainer_with_cuda_and_records_its_image():
     assert json.loads(entrypoint) == ["python", "-m", "improve_nas.trainer.trainer"]
     assert "tensorflow[and-cuda]==${TENSORFLOW_VERSION}" in text and "jax[cuda12]==${JAX_VERSION}" in text
     assert "KERAS_BACKEND=${BACKEND}" in text and "IMPROVE_NAS_IMAGE=${IMAGE}" in text
+    assert '"/tmp/improve_nas-src[cloud]"' in text  # gs:// run directories need the cloud extra
     assert image.dockerfile_args(text)["BACKEND"] == "tensorflow" and "PIP_NO_CACHE_DIR=1" in text
     with open(os.path.join(ROOT, ".dockerignore")) as handle:
         ignored = handle.read().split()
@@ -744,7 +745,7 @@ def test_build_image_builds_the_staged_sources_with_cloud_build_then_creates_the
     [build] = calls(fake_gcloud, "builds")
     uri = yaml.safe_load(calls(fake_gcloud, "ai")[0]["spec"])["workerPoolSpecs"][0]["containerSpec"]["imageUri"]
     assert build["argv"][:4] == ["builds", "submit", f"--tag={uri}", "--project=my-project"]
-    assert "Dockerfile" in build["context"] and "improve_nas/trainer/trainer.py" in build["context"]
+    assert {"Dockerfile", "pyproject.toml", "improve_nas/trainer/trainer.py"} <= set(build["context"])
     assert not any(name.startswith("tests/") for name in build["context"])
     arguments = image.dockerfile_args(build["dockerfile"])
     assert arguments["IMAGE"] == uri and arguments["BACKEND"] == "tensorflow"  # gcloud --tag passes no build args

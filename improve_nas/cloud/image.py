@@ -21,6 +21,7 @@ import shutil
 import subprocess
 from typing import Callable
 
+from improve_nas.cloud import package
 from improve_nas.cloud.package import SourceTree
 from improve_nas.errors import UsageError, nearest
 
@@ -72,7 +73,7 @@ def stage_build_context(tree: SourceTree, directory: str, *, image_uri: str, bac
     if not os.path.isfile(DOCKERFILE):
         raise UsageError(f"this installation of improve_nas has no {DOCKERFILE}; install improve_nas from the "
                          "repository, or pass --image=URI of an image you built")
-    _copy_sources(tree, directory)
+    package.stage_source(tree, directory)
     with open(DOCKERFILE, encoding="utf-8") as handle:
         text = handle.read()
     defaults = {"IMAGE": image_uri, "BACKEND": backend}
@@ -80,14 +81,6 @@ def stage_build_context(tree: SourceTree, directory: str, *, image_uri: str, bac
     with open(os.path.join(directory, "Dockerfile"), "w", encoding="utf-8") as handle:
         handle.write(text)
     return directory
-
-
-def _copy_sources(tree: SourceTree, directory: str) -> None:
-    """The files of `tree` under `directory`, keeping their relative paths."""
-    for name in tree.files:
-        target = os.path.join(directory, name)
-        os.makedirs(os.path.dirname(target), exist_ok=True)
-        shutil.copy2(os.path.join(tree.root, name), target)
 
 
 def build_commands(image_uri: str, context: str, *, project: str | None = None,
@@ -136,13 +129,11 @@ def image_exists(image: ImageRef, *, gcloud: str | None) -> bool:
     """Whether Artifact Registry holds `image`: asked through gcloud when installed, else through the REST API."""
     if gcloud:
         return subprocess.run(describe_command(image, gcloud), capture_output=True).returncode == 0
-    from google.auth.transport.requests import AuthorizedSession
-
     from improve_nas.cloud import vertex
 
     url = (f"https://artifactregistry.googleapis.com/v1/projects/{image.project}/locations/{image.location}/"
            f"repositories/{image.repository}/packages/{image.name}/tags/{image.tag}")
-    response = AuthorizedSession(vertex._credentials()[0]).get(url, timeout=60)
+    response = vertex.authorized_session().get(url, timeout=60)
     if response.status_code == 404:
         return False
     if response.status_code >= 400:
