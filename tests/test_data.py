@@ -266,3 +266,17 @@ def test_validation_and_import_need_neither_tensorflow_nor_data(tmp_path):
     result = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True,
                             text=True, timeout=120, check=True)
     assert json.loads(result.stdout.strip().splitlines()[-1]) == []
+
+
+@pytest.mark.parametrize("backend, hidden", [("jax", True), ("tensorflow", False)])
+def test_tensorflow_leaves_the_gpus_to_another_backend(backend, hidden, monkeypatch):
+    import keras
+    import tensorflow as tf
+
+    from improve_nas.data import tfds_source
+
+    calls = []
+    monkeypatch.setattr(keras.backend, "backend", lambda: backend)
+    monkeypatch.setattr(tf.config, "set_visible_devices", lambda devices, kind: calls.append((devices, kind)))
+    tfds_source.hide_gpus_from_tensorflow_under_other_backends()
+    assert calls == ([([], "GPU")] if hidden else [])

@@ -58,7 +58,26 @@ def _import_tfds(name: str, data_dir: str | None):
         import tensorflow_datasets as tfds
     except ImportError as error:
         raise _unavailable(name, data_dir, error) from error
+    hide_gpus_from_tensorflow_under_other_backends()
     return tfds
+
+
+def hide_gpus_from_tensorflow_under_other_backends() -> None:
+    """Keeps TensorFlow off the GPUs when Keras trains on another backend (JAX).
+
+    There TensorFlow only reads data, but by default it claims most of every GPU's memory as soon as its runtime
+    starts, which would leave JAX short (the JAX container image holds both with CUDA libraries).
+    """
+    import keras
+
+    if keras.backend.backend() == "tensorflow":
+        return
+    import tensorflow as tf
+
+    try:
+        tf.config.set_visible_devices([], "GPU")
+    except RuntimeError:  # TensorFlow's devices were set up earlier in this process: too late to change
+        pass
 
 
 def _builder(tfds, name: str, data_dir: str | None):
