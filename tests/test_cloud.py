@@ -364,11 +364,21 @@ def test_doubtful_specs_warn_and_go_on(case, tmp_path, capsys):
 
 def test_the_prebuilt_image_table_is_dated():
     uri = "europe-docker.pkg.dev/vertex-ai/training/tf-gpu.2-17.py310:latest"
-    assert image.prebuilt_image_warnings(uri, today=datetime.date(2026, 7, 11)) == []  # its last day
-    [warning] = image.prebuilt_image_warnings(uri, today=datetime.date(2026, 7, 12))
-    assert "end of availability on 2026-07-11" in warning and image.PREBUILT_TABLE_SOURCE in warning
+    [python] = image.prebuilt_image_warnings(uri, today=datetime.date(2026, 7, 11))  # its last day
+    assert "runs Python 3.10, and improve_nas needs Python 3.11 or newer" in python
+    retired, python_again = image.prebuilt_image_warnings(uri, today=datetime.date(2026, 7, 12))
+    assert "end of availability on 2026-07-11" in retired and image.PREBUILT_TABLE_SOURCE in retired
+    assert python_again == python
     assert image.prebuilt_image_warnings("gcr.io/me/mine:1") == []  # not a prebuilt image: nothing to say
     assert all(isinstance(date, datetime.date) for date in image.PREBUILT_IMAGES.values())
+
+
+def test_the_minimum_python_of_prebuilt_images_is_the_package_s():
+    import tomllib
+
+    with open(os.path.join(ROOT, "pyproject.toml"), "rb") as handle:
+        requires = tomllib.load(handle)["project"]["requires-python"]
+    assert requires == ">=" + ".".join(map(str, image.MIN_PYTHON))
 
 
 # --- the container image: its Dockerfile against what the suite runs on (parsed; nothing is built here) ----------

@@ -149,6 +149,7 @@ PREBUILT_PREFIX = re.compile(r"(us|europe|asia)-docker\.pkg\.dev/vertex-ai/train
 # ("Supported frameworks for custom training"; that copy lists TensorFlow up to 2.14), except tf-gpu.2-17.py310,
 # whose date is the one issue 17 quotes from the current English table. Names are the image names under
 # {us,europe,asia}-docker.pkg.dev/vertex-ai/training/, each with its end-of-availability date.
+MIN_PYTHON = (3, 11)  # pyproject.toml's requires-python (tests/test_cloud.py checks they agree)
 PREBUILT_IMAGES = {
     "tf-cpu.2-12.py310": datetime.date(2025, 6, 30),
     "tf-gpu.2-12.py310": datetime.date(2025, 6, 30),
@@ -162,18 +163,24 @@ PREBUILT_TABLE_SOURCE = "https://cloud.google.com/vertex-ai/docs/supported-frame
 
 
 def prebuilt_image_warnings(uri: str, today: datetime.date | None = None) -> list[str]:
-    """Warnings about a Vertex AI prebuilt training image: past its end of availability, or not in the table."""
+    """Warnings about a Vertex AI prebuilt training image: past its end of availability or not in the table, and a
+    Python older than improve_nas needs."""
     match = PREBUILT_PREFIX.match(uri)
     if not match:
         return []
     name, today = match.group(2), today or datetime.date.today()
+    warnings = []
     if name not in PREBUILT_IMAGES:
-        return [f"{uri} is not a Vertex AI prebuilt training image this version knows; "
-                f"{nearest(name, PREBUILT_IMAGES) or 'known: ' + ', '.join(PREBUILT_IMAGES) + '. '}"
-                f"(table: {PREBUILT_TABLE_SOURCE})"]
-    ends = PREBUILT_IMAGES[name]
-    if ends < today:
-        return [f"{name} reached its end of availability on {ends.isoformat()} (Vertex AI may no longer pull it); "
-                "use a container job (containerSpec, the image of this repository's Dockerfile) "
-                f"(table: {PREBUILT_TABLE_SOURCE})"]
-    return []
+        warnings.append(f"{uri} is not a Vertex AI prebuilt training image this version knows; "
+                        f"{nearest(name, PREBUILT_IMAGES) or 'known: ' + ', '.join(PREBUILT_IMAGES) + '. '}"
+                        f"(table: {PREBUILT_TABLE_SOURCE})")
+    elif PREBUILT_IMAGES[name] < today:
+        warnings.append(f"{name} reached its end of availability on {PREBUILT_IMAGES[name].isoformat()} (Vertex AI "
+                        "may no longer pull it); use a container job (containerSpec, the image of this repository's "
+                        f"Dockerfile) (table: {PREBUILT_TABLE_SOURCE})")
+    python = re.search(r"\.py(\d)(\d+)$", name)
+    if python and (int(python.group(1)), int(python.group(2))) < MIN_PYTHON:
+        warnings.append(f"{name} runs Python {python.group(1)}.{python.group(2)}, and improve_nas needs Python "
+                        f"{'.'.join(map(str, MIN_PYTHON))} or newer, so pip will not install it there; use a "
+                        "container job (containerSpec, the image of this repository's Dockerfile)")
+    return warnings
