@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from improve_nas.adanet.runtime.evaluation import classification_metrics, per_example_cross_entropy
+from improve_nas.adanet.calibration import classification_metrics, per_example_cross_entropy
 from improve_nas.adanet.runtime.inference import BatchedPredictor
 
 
