@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
 import pytest
@@ -99,3 +100,115 @@ def test_classification_metrics_match_the_reference(seed, scale):
 def test_no_examples_is_an_error():
     with pytest.raises(ValueError):
         expected_calibration_error([], [])
+
+
+# ---- a real tiny run: what report.json records equals the reference on the run's own saved models' predictions ----
+
+@pytest.mark.multibackend
+def test_a_run_reports_the_calibration_of_its_saved_models(tmp_path):
+    import json
+
+    import keras
+    from toy_engine import GrowingGenerator, Scale, grow, toy_data
+
+    from improve_nas import report
+    from improve_nas.adanet import RunDirectory
+    from improve_nas.adanet.ensemble_model import EnsembleModel
+    from improve_nas.export import EXPORT_DIR, KERAS_FILE, export_final_ensemble
+
+    data = toy_data()
+    grow(tmp_path, generator=GrowingGenerator(), num_iterations=2)  # two candidates: an evaluator pass each time
+    run_dir = RunDirectory(str(tmp_path))
+    export_final_ensemble(run_dir, preprocessing=Scale(), image_shape=data.x_test.shape[1:])
+    report.load_report(str(tmp_path))  # rebuilds report.json from the iterations' summaries
+    with open(tmp_path / report.REPORT_JSON) as file:
+        entries = json.load(file)["iterations"]
+    assert [entry["iteration"] for entry in entries] == [0, 1]
+
+    def check(recorded, logits, labels, what, bins=True):
+        expected = reference_metrics(logits, labels)
+        for key, value in {**expected, "error": 1 - expected["accuracy"], "loss": expected["nll"]}.items():
+            assert recorded[key] == pytest.approx(value, abs=1e-5), (what, key)
+        assert not bins or recorded["ece_bins"] == 15
+
+    checked_own = []
+    for entry in entries:
+        frozen = run_dir.load_ensemble(entry["iteration"])
+        names = [m.name for m in frozen.record.members]
+        assert sorted(entry["member_metrics"]) == sorted(names)
+        for name, member in zip(names, frozen.members):
+            check(entry["member_metrics"][name], _logits(member, Scale()(data.x_test)), data.y_test, name)
+            own = next(sub for sub in entry["subnetworks"] if sub["name"] == name) if name.startswith(
+                f"t{entry['iteration']}_") else None
+            if own is not None:  # the chosen candidate's own metrics, on the selection partition
+                assert own["chosen"]
+                checked_own.append(name)
+                check(own, _logits(member, Scale()(data.x_select)), data.y_select, f"{name} (selection)", bins=False)
+        ensemble = EnsembleModel(members=frozen.members, ensembler=frozen.ensembler, member_names=names,
+                                 preprocessing=Scale())
+        check(entry["ensemble"], keras.ops.convert_to_numpy(ensemble(data.x_test)["logits"]), data.y_test,
+              f"ensemble {entry['iteration']}")
+    assert len(checked_own) == 2  # one new chosen member per iteration
+    exported = keras.saving.load_model(os.path.join(tmp_path, EXPORT_DIR, KERAS_FILE), compile=False)
+    check(entries[-1]["ensemble"], keras.ops.convert_to_numpy(exported(data.x_test)["logits"]), data.y_test,
+          "exported ensemble")
+    for entry in entries:
+        for sub in entry["subnetworks"]:
+            assert all(sub[key] is not None for key in ("nll", "ece", "brier", "error")), sub["name"]
+
+
+def _logits(member, images):
+    import keras
+
+    return keras.ops.convert_to_numpy(member(images, training=False)["logits"])
+
+
+# ---- where the figures are shown: report tables (old runs without them still report) and TensorBoard ------------
+
+def _entry(iteration, ensemble, members):
+    return {"iteration": iteration, "members": list(members), "candidates": [], "chosen": f"t{iteration}_a_grow",
+            "mixture_weights": [], "ensemble": ensemble, "member_metrics": members, "member_params": {},
+            "trainable_params": 10, "train_seconds": 1.0, "global_step": 4 * (iteration + 1)}
+
+
+OLD = {"accuracy": 0.5, "loss": 0.7}  # written before the calibration metrics
+NEW = {"accuracy": 0.75, "error": 0.25, "loss": 0.6, "nll": 0.6, "ece": 0.125, "ece_bins": 15, "brier": 0.375}
+
+
+def test_report_tables_show_the_calibration_and_a_dash_where_a_run_predates_it():
+    from improve_nas import report
+
+    built = report.build_report(dataset="digits", num_classes=3, iterations=[
+        _entry(0, OLD, {"t0_a": OLD}), _entry(1, NEW, {"t0_a": NEW, "t1_a": NEW})])
+    assert built["final"]["ece"] == 0.125 and built["final"]["ece_bins"] == 15 and built["final"]["brier"] == 0.375
+    table = report.format_table(built).splitlines()
+    assert "test ece (15 bins)" in table[1] and "test brier" in table[1]
+    assert table[3].split()[3:7] == ["0.5000", "0.7000", "-", "-"]  # iteration 0: acc, nll, no ece, no brier
+    assert table[4].split()[3:7] == ["0.7500", "0.6000", "0.1250", "0.3750"]
+    assert table[-1].endswith("nll 0.6000, ece 0.1250 (15 bins), brier 0.3750")
+    markdown = report.format_markdown(built)
+    assert "| member | test accuracy | test NLL | test ECE (15 bins) | test Brier |" in markdown
+    assert "| t0_a | 0.5000 | 0.7000 | - | - |" in markdown
+    assert "| ensemble | 0.7500 | 0.6000 | 0.1250 | 0.3750 |" in markdown
+    old_only = report.build_report(dataset="digits", num_classes=3, iterations=[_entry(0, OLD, {"t0_a": OLD})])
+    assert "ece" not in old_only["final"] and "test ece " in report.format_table(old_only)
+
+
+def test_tensorboard_gets_the_calibration_of_the_ensemble_and_each_member(tmp_path):
+    tf = pytest.importorskip("tensorflow")
+    from improve_nas import summaries
+
+    summaries.write_iteration_summary(str(tmp_path), _entry(0, NEW, {"t0_a": dict(NEW, ece=0.5)}))
+    summaries.write_iteration_summary(str(tmp_path / "old"), _entry(0, OLD, {"t0_a": OLD}))  # no error
+    found = {}
+    for directory, _, files in os.walk(tmp_path):
+        for name in files:
+            for event in tf.compat.v1.train.summary_iterator(os.path.join(directory, name)):
+                for value in event.summary.value:
+                    found[(os.path.relpath(directory, tmp_path), value.tag)] = float(tf.make_ndarray(value.tensor))
+    assert found[(".", "eval/nll")] == pytest.approx(0.6) and found[(".", "eval/ece")] == pytest.approx(0.125)
+    assert found[(".", "eval/brier")] == pytest.approx(0.375)
+    assert found[("subnetwork/t0_a/eval", "ece")] == pytest.approx(0.5)
+    assert found[("subnetwork/t0_a/eval", "nll")] == pytest.approx(0.6)
+    assert found[("subnetwork/t0_a/eval", "brier")] == pytest.approx(0.375)
+    assert ("old", "eval/nll") not in found and ("old", "accuracy") in found

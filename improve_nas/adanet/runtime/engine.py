@@ -10,8 +10,8 @@ a factory for the preprocessing layer. Per iteration t (docs/design.md §3):
 3. restore the newest mid-iteration checkpoint, if any, and train the remaining steps in `fit` chunks, writing a
    checkpoint after each chunk (every `checkpoint_steps` steps or `checkpoint_secs` seconds);
 4. select the best candidate ensemble (docs/original_code.md §6.7), evaluate it and its members on the test partition;
-   record every candidate (`CandidateRecord`: its selection loss, own loss and accuracy on the selection partition,
-   size, whether it was chosen) in the report entry's `subnetworks`;
+   record every candidate (`CandidateRecord`: its selection loss, own loss, accuracy and calibration on the
+   selection partition, size, whether it was chosen) in the report entry's `subnetworks`;
 5. publish `iterations/<t>/` whole (architecture, report entry, new members) and drop the checkpoints.
 
 Re-running on the same directory skips every published iteration, and continues an unfinished one from its newest
@@ -308,9 +308,9 @@ def _candidate_records(model: IterationModel, selection: Selection, evaluated: S
         own = evaluated.members.get(name, {}) if evaluated is not None else {}
         records.append(CandidateRecord(
             name=name, iteration=model.iteration, builder_name=builder.name, shared=dict(builder.shared()),
-            complexity=float(builder.complexity), selection_loss=lowest.get(index), loss=own.get("loss"),
-            accuracy=own.get("accuracy"), params=_trainable_params(subnetwork), train_seconds=train_seconds,
-            chosen=name in chosen_names))
+            complexity=float(builder.complexity), selection_loss=lowest.get(index),
+            **{key: own.get(key) for key in ("loss", "accuracy", "error", "nll", "ece", "brier")},
+            params=_trainable_params(subnetwork), train_seconds=train_seconds, chosen=name in chosen_names))
     return records
 
 
