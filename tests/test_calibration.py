@@ -212,3 +212,27 @@ def test_tensorboard_gets_the_calibration_of_the_ensemble_and_each_member(tmp_pa
     assert found[("subnetwork/t0_a/eval", "nll")] == pytest.approx(0.6)
     assert found[("subnetwork/t0_a/eval", "brier")] == pytest.approx(0.375)
     assert ("old", "eval/nll") not in found and ("old", "accuracy") in found
+
+
+# ---- temperature scaling -------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("factor", [3.0, 0.5])  # over- and under-confident logits
+def test_fit_temperature_undoes_a_known_scaling_and_minimises_the_nll(factor):
+    from improve_nas.adanet.calibration import fit_temperature
+
+    rng = np.random.default_rng(0)
+    true_logits = rng.normal(size=(4000, 5)) * 2.0
+    # labels drawn from softmax(true_logits): those logits are calibrated, so T fitted on factor x them is about factor
+    probabilities = np.exp(true_logits) / np.exp(true_logits).sum(axis=1, keepdims=True)
+    labels = np.array([rng.choice(5, p=p) for p in probabilities])
+    temperature = fit_temperature(factor * true_logits, labels)
+    assert temperature == pytest.approx(factor, rel=0.1)
+
+    def nll(t):
+        return classification_metrics(factor * true_logits / t, labels)["nll"]
+
+    assert nll(temperature) <= min(nll(temperature * 0.99), nll(temperature * 1.01), nll(1.0))
+    assert classification_metrics(factor * true_logits / temperature, labels)["ece"] < \
+        classification_metrics(factor * true_logits, labels)["ece"]
+    assert classification_metrics(factor * true_logits / temperature, labels)["accuracy"] == \
+        classification_metrics(factor * true_logits, labels)["accuracy"]  # one scalar changes no argmax

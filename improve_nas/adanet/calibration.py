@@ -63,3 +63,35 @@ def classification_metrics(logits: np.ndarray, labels: np.ndarray) -> dict[str, 
 
 def _int_labels(labels: np.ndarray) -> np.ndarray:
     return np.asarray(labels).reshape(-1).astype(np.int64)
+
+
+LOG_TEMPERATURE_RANGE = (-5.0, 5.0)  # T from e^-5 to e^5: far beyond what a trained classifier needs
+
+
+def fit_temperature(logits: np.ndarray, labels: np.ndarray, *, tolerance: float = 1e-6) -> float:
+    """The scalar T > 0 minimising the NLL of `logits / T` (temperature scaling, Guo et al. 2017), in numpy.
+
+    The NLL is convex in 1/T, hence unimodal in log T, so a golden-section search over `LOG_TEMPERATURE_RANGE` finds
+    its minimum (to `tolerance` in log T); T = 1 leaves the logits as they are. Fit it on held-out data (the
+    selection partition), never on the data it is judged on.
+    """
+    logits = np.asarray(logits, dtype=np.float64)
+    labels = _int_labels(labels)
+
+    def nll(log_t: float) -> float:
+        return float(per_example_cross_entropy(logits / np.exp(log_t), labels).mean())
+
+    ratio = (np.sqrt(5.0) - 1.0) / 2.0
+    low, high = LOG_TEMPERATURE_RANGE
+    a, b = high - ratio * (high - low), low + ratio * (high - low)
+    nll_a, nll_b = nll(a), nll(b)
+    while high - low > tolerance:
+        if nll_a <= nll_b:
+            high, b, nll_b = b, a, nll_a
+            a = high - ratio * (high - low)
+            nll_a = nll(a)
+        else:
+            low, a, nll_a = a, b, nll_b
+            b = low + ratio * (high - low)
+            nll_b = nll(b)
+    return float(np.exp((low + high) / 2.0))
