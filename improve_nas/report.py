@@ -32,6 +32,8 @@ def build_report(*, dataset: str, num_classes: int, iterations: Iterable[dict[st
         final = {"accuracy": last["ensemble"]["accuracy"], "loss": last["ensemble"]["loss"],
                  **{key: last["ensemble"][key] for key in CALIBRATION_KEYS if key in last["ensemble"]},
                  "members": len(last["members"])}
+        if "temperature_scaling" in last:  # the final ensemble's T, as the export applies it
+            final["temperature_scaling"] = last["temperature_scaling"]
     return {"dataset": dataset, "num_classes": num_classes, "iterations": entries, "final": final}
 
 
@@ -154,6 +156,12 @@ def format_table(report: dict[str, Any]) -> str:
     if final and "ece" in final:
         summary += (f", nll {final['nll']:.4f}, ece {final['ece']:.4f} ({final['ece_bins']} bins), "
                     f"brier {final['brier']:.4f}")
+    if final and "temperature_scaling" in final:
+        scaled = final["temperature_scaling"]
+        before, after = scaled["test_before"], scaled["test_after"]
+        summary += (f"\ntemperature scaling: T {scaled['temperature']:.4f}; test nll {before['nll']:.4f} -> "
+                    f"{after['nll']:.4f}, ece {before['ece']:.4f} -> {after['ece']:.4f}, brier {before['brier']:.4f} "
+                    f"-> {after['brier']:.4f}")
     return f"dataset {report['dataset']} ({report['num_classes']} classes)\n" + "\n".join(lines) + "\n" + summary
 
 

@@ -155,6 +155,7 @@ def test_a_run_reports_the_calibration_of_its_saved_models(tmp_path):
     for entry in entries:
         for sub in entry["subnetworks"]:
             assert all(sub[key] is not None for key in ("nll", "ece", "brier", "error")), sub["name"]
+        assert "temperature_scaling" not in entry  # off by default
 
 
 def _logits(member, images):
@@ -236,3 +237,48 @@ def test_fit_temperature_undoes_a_known_scaling_and_minimises_the_nll(factor):
         classification_metrics(factor * true_logits, labels)["ece"]
     assert classification_metrics(factor * true_logits / temperature, labels)["accuracy"] == \
         classification_metrics(factor * true_logits, labels)["accuracy"]  # one scalar changes no argmax
+
+
+@pytest.mark.multibackend
+def test_temperature_scaling_is_fitted_on_the_selection_partition_reported_and_exported(tmp_path):
+    import keras
+    from toy_engine import Scale, grow, toy_data
+
+    from improve_nas import report
+    from improve_nas.adanet import RunDirectory
+    from improve_nas.adanet.calibration import fit_temperature
+    from improve_nas.adanet.ensemble_model import EnsembleModel
+    from improve_nas.export import EXPORT_DIR, KERAS_FILE, export_final_ensemble
+
+    data = toy_data()
+    (summary,) = grow(tmp_path, num_iterations=1, temperature_scaling=True)
+    run_dir = RunDirectory(str(tmp_path))
+    frozen = run_dir.load_ensemble(0)
+    ensemble = EnsembleModel(members=frozen.members, ensembler=frozen.ensembler,
+                             member_names=[m.name for m in frozen.record.members], preprocessing=Scale())
+
+    def logits(images):
+        return keras.ops.convert_to_numpy(ensemble(images)["logits"]).astype(np.float64)
+
+    scaled = summary["temperature_scaling"]
+    temperature = fit_temperature(logits(data.x_select), data.y_select)
+    assert scaled["temperature"] == pytest.approx(temperature, rel=1e-4) and scaled["temperature"] != 1.0
+    for key, value in reference_metrics(logits(data.x_test), data.y_test).items():
+        assert scaled["test_before"][key] == pytest.approx(value, abs=1e-5) == summary["ensemble"][key], key
+    for key, value in reference_metrics(logits(data.x_test) / temperature, data.y_test).items():
+        assert scaled["test_after"][key] == pytest.approx(value, abs=1e-5), key
+    assert scaled["test_after"]["nll"] != pytest.approx(scaled["test_before"]["nll"], abs=1e-6)
+
+    built = report.build_report(dataset="toy", num_classes=3, iterations=run_dir.summaries())
+    assert built["final"]["temperature_scaling"] == scaled
+    assert f"temperature scaling: T {temperature:.4f}" in report.format_table(built)
+
+    export_final_ensemble(run_dir, preprocessing=Scale(), image_shape=data.x_test.shape[1:])
+    exported = keras.saving.load_model(os.path.join(tmp_path, EXPORT_DIR, KERAS_FILE), compile=False)
+    outputs = {key: keras.ops.convert_to_numpy(value) for key, value in exported(data.x_test).items()}
+    np.testing.assert_allclose(outputs["logits"], logits(data.x_test) / scaled["temperature"], rtol=1e-5, atol=1e-5)
+    probabilities = np.exp(outputs["logits"] - outputs["logits"].max(axis=1, keepdims=True))
+    np.testing.assert_allclose(outputs["probabilities"], probabilities / probabilities.sum(axis=1, keepdims=True),
+                               atol=1e-6)
+    np.testing.assert_array_equal(outputs["classes"], logits(data.x_test).argmax(axis=1))
+

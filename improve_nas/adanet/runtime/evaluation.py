@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from improve_nas.adanet.calibration import classification_metrics
+from improve_nas.adanet.calibration import classification_metrics, fit_temperature
 from improve_nas.adanet.runtime.inference import BatchedPredictor
 
 
@@ -28,3 +28,18 @@ def evaluate(model, images: np.ndarray, labels: np.ndarray, *, predict: BatchedP
     return {"ensemble": classification_metrics(outputs["logits"], labels),
             "members": {name: classification_metrics(logits, labels) for name, logits in outputs["members"].items()},
             "examples": len(labels)}
+
+
+def scale_temperature(model, select: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray], *,
+                      predict: BatchedPredictor) -> dict:
+    """Temperature scaling of an ensemble: T fitted on the `select` (images, labels), judged on `test`.
+
+    One pass over each partition (on top of `evaluate`'s; only when a run asks for it).
+
+    Returns:
+      `{"temperature": T, "test_before": metrics, "test_after": metrics of logits / T}` (`classification_metrics`).
+    """
+    logits = {name: predict(model, images)["logits"] for name, (images, _) in (("select", select), ("test", test))}
+    temperature = fit_temperature(logits["select"], select[1])
+    return {"temperature": temperature, "test_before": classification_metrics(logits["test"], test[1]),
+            "test_after": classification_metrics(np.asarray(logits["test"], np.float64) / temperature, test[1])}
