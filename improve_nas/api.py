@@ -40,7 +40,8 @@ class GrowResult:
       ensemble: the final ensemble as exported (`export/ensemble.keras`): uint8 images [B, H, W, C] of the training
         shape -> `{"logits", "probabilities", "classes"}`.
       report: the run's report, as in `report.json`.
-      rows: one plain dict per iteration: iteration, members, accuracy, loss, params, train_seconds.
+      rows: one plain dict per iteration: iteration, members, accuracy, loss, error, nll, ece, brier (None for
+        iterations written before those were recorded), params, train_seconds.
       model_dir: the run directory.
     """
 
@@ -164,6 +165,7 @@ def rows(report: Mapping[str, Any]) -> list[dict[str, Any]]:
     """The per-iteration rows of a report as plain dicts (e.g. for `pandas.DataFrame(rows)`)."""
     return [{"iteration": entry["iteration"], "members": len(entry["members"]),
              "accuracy": entry["ensemble"]["accuracy"], "loss": entry["ensemble"]["loss"],
+             **{key: entry["ensemble"].get(key) for key in ("error", "nll", "ece", "brier")},
              "params": entry["trainable_params"], "train_seconds": entry["train_seconds"]}
             for entry in report["iterations"]]
 

@@ -240,6 +240,10 @@ class Config:
         None, help="Images per inference call in candidate selection and test evaluation (speed only: no result "
         "depends on it); unset: 1024 on a GPU or TPU, 128 on a CPU. Halved whenever it runs out of memory.",
         resumable=True)
+    temperature_scaling: bool = setting(
+        False, help="Temperature scaling: fit one T for each iteration's chosen ensemble on the selection partition "
+        "(minimum NLL), report the test metrics before and after, and export the final ensemble's logits divided "
+        "by T.", resumable=False)
     hparams: HParams = setting(default_factory=HParams, help="Comma-separated name=value overrides of the "
                                "hyperparameters, e.g. 'num_cells=18,num_conv_filters=32'.", resumable=False,
                                from_flag=False, bench=True)

@@ -27,15 +27,19 @@ SAVED_MODEL_DIR = "saved_model"
 def serving_model(run_dir: RunDirectory, *, preprocessing: keras.layers.Layer,
                   image_shape: tuple[int, int, int]) -> ServingModel:
     ensemble = load_final_ensemble(run_dir)
+    final = run_dir.summaries()[-1]  # with temperature scaling on, the T fitted for the final ensemble
     return guard_for_serving(EnsembleModel(members=ensemble.members, ensembler=ensemble.ensembler,
                                            member_names=[m.name for m in ensemble.record.members],
-                                           preprocessing=preprocessing, name="ensemble"), image_shape)
+                                           preprocessing=preprocessing, name="ensemble"), image_shape,
+                             temperature=final.get("temperature_scaling", {}).get("temperature", 1.0))
 
 
-def guard_for_serving(ensemble: keras.Model, image_shape: tuple[int, int, int]) -> ServingModel:
+def guard_for_serving(ensemble: keras.Model, image_shape: tuple[int, int, int], *,
+                      temperature: float = 1.0) -> ServingModel:
     """`ensemble` (uint8 images -> logits, probabilities, classes) behind the serving input contract, built."""
     logits = ensemble(keras.ops.zeros((1, *image_shape), dtype=IMAGE_DTYPE), training=False)["logits"]
-    model = ServingModel(ensemble=ensemble, image_shape=image_shape, num_classes=logits.shape[-1], name="serving")
+    model = ServingModel(ensemble=ensemble, image_shape=image_shape, num_classes=logits.shape[-1],
+                         temperature=temperature, name="serving")
     model(keras.ops.zeros((1, *image_shape), dtype=IMAGE_DTYPE))  # build
     return model
 

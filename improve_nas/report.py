@@ -18,6 +18,9 @@ from improve_nas.storage import fileio, integrity
 
 REPORT_JSON = "report.json"
 REPORT_MD = "report.md"
+# The calibration figures of a metrics dict (`adanet/calibration.py`); run directories written before them lack them.
+CALIBRATION_KEYS = ("error", "nll", "ece", "ece_bins", "brier")
+MISSING = "-"
 
 
 def build_report(*, dataset: str, num_classes: int, iterations: Iterable[dict[str, Any]]) -> dict[str, Any]:
@@ -27,7 +30,10 @@ def build_report(*, dataset: str, num_classes: int, iterations: Iterable[dict[st
     if entries:
         last = entries[-1]
         final = {"accuracy": last["ensemble"]["accuracy"], "loss": last["ensemble"]["loss"],
+                 **{key: last["ensemble"][key] for key in CALIBRATION_KEYS if key in last["ensemble"]},
                  "members": len(last["members"])}
+        if "temperature_scaling" in last:  # the final ensemble's T, as the export applies it
+            final["temperature_scaling"] = last["temperature_scaling"]
     return {"dataset": dataset, "num_classes": num_classes, "iterations": entries, "final": final}
 
 
@@ -131,19 +137,31 @@ def _recorded(location, name: str, key: str) -> Any:
 
 def format_table(report: dict[str, Any]) -> str:
     """The per-iteration table `improve-nas report` prints."""
-    header = ("iter", "chosen", "members", "test acc", "test loss", "best member acc", "params", "train s")
+    header = ("iter", "chosen", "members", "test acc", "test nll", f"test ece{_bins_label(report)}", "test brier",
+              "best member acc", "params", "train s")
     rows = [header]
     for entry in report["iterations"]:
         member_accuracy = max((m["accuracy"] for m in entry["member_metrics"].values()), default=float("nan"))
+        ensemble = entry["ensemble"]
         rows.append((str(entry["iteration"]), entry["chosen"], str(len(entry["members"])),
-                     f"{entry['ensemble']['accuracy']:.4f}", f"{entry['ensemble']['loss']:.4f}",
-                     f"{member_accuracy:.4f}", f"{entry['trainable_params']:,}", f"{entry['train_seconds']:.1f}"))
+                     f"{ensemble['accuracy']:.4f}", f"{ensemble['loss']:.4f}", _number(ensemble.get("ece")),
+                     _number(ensemble.get("brier")), f"{member_accuracy:.4f}", f"{entry['trainable_params']:,}",
+                     f"{entry['train_seconds']:.1f}"))
     widths = [max(len(row[column]) for row in rows) for column in range(len(header))]
     lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
     lines.insert(1, "  ".join("-" * width for width in widths))
     final = report.get("final")
     summary = (f"final: {final['members']} members, test accuracy {final['accuracy']:.4f}, "
                f"error {100 * (1 - final['accuracy']):.2f} %" if final else "final: no iteration finished yet")
+    if final and "ece" in final:
+        summary += (f", nll {final['nll']:.4f}, ece {final['ece']:.4f} ({final['ece_bins']} bins), "
+                    f"brier {final['brier']:.4f}")
+    if final and "temperature_scaling" in final:
+        scaled = final["temperature_scaling"]
+        before, after = scaled["test_before"], scaled["test_after"]
+        summary += (f"\ntemperature scaling: T {scaled['temperature']:.4f}; test nll {before['nll']:.4f} -> "
+                    f"{after['nll']:.4f}, ece {before['ece']:.4f} -> {after['ece']:.4f}, brier {before['brier']:.4f} "
+                    f"-> {after['brier']:.4f}")
     return f"dataset {report['dataset']} ({report['num_classes']} classes)\n" + "\n".join(lines) + "\n" + summary
 
 
@@ -160,10 +178,11 @@ def format_markdown(report: dict[str, Any]) -> str:
         lines.append("")
         if entry.get("subnetworks"):
             lines.extend(_subnetwork_table(entry["subnetworks"]))
-        lines.append("| member | test accuracy | test loss |")
-        lines.append("|---|---|---|")
-        for name, metrics in entry["member_metrics"].items():
-            lines.append(f"| {name} | {metrics['accuracy']:.4f} | {metrics['loss']:.4f} |")
+        lines.append(f"| member | test accuracy | test NLL | test ECE{_bins_label(report)} | test Brier |")
+        lines.append("|---|---|---|---|---|")
+        for name, metrics in [("ensemble", entry["ensemble"]), *entry["member_metrics"].items()]:
+            lines.append(f"| {name} | {metrics['accuracy']:.4f} | {metrics['loss']:.4f} | "
+                         f"{_number(metrics.get('ece'))} | {_number(metrics.get('brier'))} |")
         lines.append("")
     return "\n".join(lines)
 
@@ -172,15 +191,27 @@ def _subnetwork_table(subnetworks: list[dict[str, Any]]) -> list[str]:
     """Every candidate subnetwork of an iteration: its selection results, size and genotype (text form)."""
     from improve_nas.search.space import Genotype
 
-    def number(value, spec):
-        return "—" if value is None else format(value, spec)
+    def number(value):
+        return "—" if value is None else _number(value)
 
-    lines = ["| subnetwork | chosen | selection loss | own loss (selection data) | own accuracy | params | genotype |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["Own metrics are on the selection data.", "",
+             "| subnetwork | chosen | selection loss | own NLL | own accuracy | own ECE | own Brier | params | genotype |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for sub in subnetworks:
         shared = sub.get("shared", {})
         genotype = f"`{Genotype.from_dict(shared['genotype']).text()}`" if "genotype" in shared else "—"
-        lines.append(f"| {sub['name']} | {'yes' if sub.get('chosen') else ''} | {number(sub.get('selection_loss'), '.4f')}"
-                     f" | {number(sub.get('loss'), '.4f')} | {number(sub.get('accuracy'), '.4f')} | "
-                     f"{sub.get('params', 0):,} | {genotype} |")
+        lines.append(f"| {sub['name']} | {'yes' if sub.get('chosen') else ''} | {number(sub.get('selection_loss'))}"
+                     f" | {number(sub.get('loss'))} | {number(sub.get('accuracy'))} | {number(sub.get('ece'))} | "
+                     f"{number(sub.get('brier'))} | {sub.get('params', 0):,} | {genotype} |")
     return lines + [""]
+
+
+def _number(value: float | None) -> str:
+    """A metric to 4 places; "-" where the run predates it."""
+    return MISSING if value is None else f"{value:.4f}"
+
+
+def _bins_label(report: dict[str, Any]) -> str:
+    """" (15 bins)": the ECE bin count the run recorded, written next to the figure ("" before it recorded one)."""
+    bins = {entry["ensemble"].get("ece_bins") for entry in report["iterations"]} - {None}
+    return f" ({', '.join(str(b) for b in sorted(bins))} bins)" if bins else ""

@@ -52,11 +52,14 @@ class ServingModel(keras.Model):
       ensemble: a model mapping uint8 images to `{"logits", "probabilities", "classes"}`.
       image_shape: `(H, W, C)` of the training images.
       num_classes: K, the width of the logits (needed for empty outputs, which never run the ensemble).
+      temperature: T of temperature scaling: the ensemble's logits are divided by it, and the probabilities follow
+        (the classes do not change); 1.0 leaves them as they are.
     """
 
-    def __init__(self, *, ensemble: keras.Model, image_shape, num_classes: int, **kwargs):
+    def __init__(self, *, ensemble: keras.Model, image_shape, num_classes: int, temperature: float = 1.0, **kwargs):
         super().__init__(**kwargs)
         self.ensemble = ensemble
+        self.temperature = float(temperature)
         self.image_shape = tuple(int(d) for d in image_shape)
         self.num_classes = int(num_classes)
 
@@ -78,8 +81,11 @@ class ServingModel(keras.Model):
 
     def _outputs(self, images):
         outputs = self.ensemble(images, training=False)
-        return {"logits": outputs["logits"], "probabilities": outputs["probabilities"],
-                "classes": ops.cast(outputs["classes"], "int32")}
+        logits, probabilities = outputs["logits"], outputs["probabilities"]
+        if self.temperature != 1.0:
+            logits = logits / self.temperature
+            probabilities = ops.softmax(logits, axis=-1)
+        return {"logits": logits, "probabilities": probabilities, "classes": ops.cast(outputs["classes"], "int32")}
 
     def _empty(self, size):
         logits = ops.zeros((size, self.num_classes), dtype="float32")
@@ -94,7 +100,7 @@ class ServingModel(keras.Model):
 
     def get_config(self):
         return {**super().get_config(), "ensemble": keras.saving.serialize_keras_object(self.ensemble),
-                "image_shape": list(self.image_shape), "num_classes": self.num_classes}
+                "image_shape": list(self.image_shape), "num_classes": self.num_classes, "temperature": self.temperature}
 
     @classmethod
     def from_config(cls, config):

@@ -2,10 +2,11 @@
 
     tensorboard/subnetwork/<member>/    loss, its terms loss/cross_entropy, loss/l2 (weight decay), loss/distillation
                                         (with a teacher), loss/aux_head (with an aux head); learning_rate
-    tensorboard/subnetwork/<member>/eval/  its test accuracy and loss, at the iteration's end
+    tensorboard/subnetwork/<member>/eval/  its test accuracy, loss, nll, ece and brier, at the iteration's end
     tensorboard/ensemble/<candidate>/   adanet_loss, its terms adanet_loss/cross_entropy, adanet_loss/complexity;
                                         mixture-weight L1 norms (the chosen one, at the iteration's end)
-    tensorboard/                        iteration, test accuracy and loss of the chosen ensemble; the genotypes
+    tensorboard/                        iteration, test accuracy and loss of the chosen ensemble (and eval/nll,
+                                        eval/ece, eval/brier: `adanet/calibration.py`); the genotypes
                                         chosen in the iteration (text), when the members have one
 
 Training values are written every `--save_summary_steps` steps, each the value of that step (on that step's batch), so
@@ -27,6 +28,8 @@ from collections.abc import Callable
 
 import keras
 import numpy as np
+
+CALIBRATION_KEYS = ("nll", "ece", "brier")
 
 
 def available() -> bool:
@@ -123,9 +126,13 @@ def write_iteration_summary(root: str, summary: dict) -> None:
     writers.scalar("", "iteration", summary["iteration"], step)
     writers.scalar("", "accuracy", summary["ensemble"]["accuracy"], step)
     writers.scalar("", "loss", summary["ensemble"]["loss"], step)
+    for key in CALIBRATION_KEYS:
+        if key in summary["ensemble"]:  # summaries written before the calibration metrics have none
+            writers.scalar("", f"eval/{key}", summary["ensemble"][key], step)
     for name, metrics in summary["member_metrics"].items():
-        writers.scalar(f"subnetwork/{name}/eval", "accuracy", metrics["accuracy"], step)
-        writers.scalar(f"subnetwork/{name}/eval", "loss", metrics["loss"], step)
+        for key in ("accuracy", "loss") + CALIBRATION_KEYS:
+            if key in metrics:
+                writers.scalar(f"subnetwork/{name}/eval", key, metrics[key], step)
     for index, weight in enumerate(summary["mixture_weights"]):
         writers.scalar(f"ensemble/{summary['chosen']}", f"mixture_weight_norms/subnetwork_{index}",
                        float(np.abs(np.asarray(weight, dtype=np.float64)).sum()), step)

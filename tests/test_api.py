@@ -61,7 +61,9 @@ def test_the_ensemble_predicts_the_test_images_with_the_reported_accuracy(grown,
 def test_rows_are_plain_dicts_one_per_iteration(grown):
     assert [row["iteration"] for row in grown.rows] == [0, 1]
     assert [row["members"] for row in grown.rows] == [1, 2]
-    assert set(grown.rows[0]) == {"iteration", "members", "accuracy", "loss", "params", "train_seconds"}
+    assert set(grown.rows[0]) == {"iteration", "members", "accuracy", "loss", "error", "nll", "ece", "brier", "params",
+                                  "train_seconds"}
+    assert grown.rows[1]["nll"] == grown.report["final"]["nll"] and grown.rows[1]["ece"] is not None
     assert grown.rows[1]["accuracy"] == grown.report["final"]["accuracy"]
     with open(os.path.join(grown.model_dir, "report.json")) as file:
         assert json.load(file) == json.loads(json.dumps(grown.report))

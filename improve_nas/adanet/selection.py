@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from improve_nas.adanet.runtime.evaluation import classification_metrics, per_example_cross_entropy
+from improve_nas.adanet.calibration import classification_metrics, per_example_cross_entropy
 from improve_nas.adanet.runtime.inference import BatchedPredictor
 
 
@@ -88,7 +88,8 @@ class SelectionPass:
 
     Attributes:
         losses: One AdaNet loss per `IterationModel.selection_names` entry (`evaluate_adanet_losses`).
-        members: New member name -> {"loss": mean cross-entropy, "accuracy"} of its own logits, over the same rows.
+        members: New member name -> `classification_metrics` of its own logits over the same rows (accuracy, error,
+            loss = nll, nll, ece, ece_bins, brier).
     """
 
     losses: list[float]
@@ -103,7 +104,7 @@ def evaluate_adanet_losses(model, images: np.ndarray, labels: np.ndarray, *, bat
 
 def evaluate_selection(model, images: np.ndarray, labels: np.ndarray, *, batch_size: int,
                        steps: int | None = None, predict: BatchedPredictor) -> SelectionPass:
-    """One evaluator pass: the selection candidates' AdaNet losses and the new members' own loss and accuracy.
+    """One evaluator pass: the selection candidates' AdaNet losses and the new members' own metrics.
 
     The evaluator's batches are the partition's consecutive `batch_size` rows (the first `steps` of them, or all), as
     AdaNet's evaluator read them; each batch's mean cross-entropy counts once, a partial last batch included. `predict`
@@ -120,7 +121,7 @@ def evaluate_selection(model, images: np.ndarray, labels: np.ndarray, *, batch_s
 
     Returns:
         `SelectionPass`: per `model.selection_names` entry, plain CE of the ensemble logits plus the ensemble's
-        complexity penalty, averaged over batches; per new member, its loss and accuracy.
+        complexity penalty, averaged over batches; per new member, its loss, accuracy and calibration.
     """
     rows = len(images) if steps is None else min(len(images), steps * batch_size)
     if rows == 0:

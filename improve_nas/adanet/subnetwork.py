@@ -195,6 +195,8 @@ class CandidateRecord:
             (one candidate, or force_grow with one new one).
         loss, accuracy: Its own cross-entropy and accuracy on the selection partition, from the same evaluator pass;
             None without one (nothing evaluated, or selection by the EMA of the training loss).
+        error, nll, ece, brier: The rest of its own metrics from that pass (`calibration.classification_metrics`:
+            1 - accuracy, nll = loss, ECE over `calibration.ECE_BINS` bins, multi-class Brier score); None likewise.
         params: Its trainable parameters.
         train_seconds: Seconds the iteration trained; the candidates of one iteration train fused, so they share it.
         chosen: Whether it joined the chosen ensemble.
@@ -208,6 +210,10 @@ class CandidateRecord:
     selection_loss: float | None = None
     loss: float | None = None
     accuracy: float | None = None
+    error: float | None = None
+    nll: float | None = None
+    ece: float | None = None
+    brier: float | None = None
     params: int = 0
     train_seconds: float = 0.0
     chosen: bool = False

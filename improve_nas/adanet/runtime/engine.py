@@ -10,8 +10,8 @@ a factory for the preprocessing layer. Per iteration t (docs/design.md §3):
 3. restore the newest mid-iteration checkpoint, if any, and train the remaining steps in `fit` chunks, writing a
    checkpoint after each chunk (every `checkpoint_steps` steps or `checkpoint_secs` seconds);
 4. select the best candidate ensemble (docs/original_code.md §6.7), evaluate it and its members on the test partition;
-   record every candidate (`CandidateRecord`: its selection loss, own loss and accuracy on the selection partition,
-   size, whether it was chosen) in the report entry's `subnetworks`;
+   record every candidate (`CandidateRecord`: its selection loss, own loss, accuracy and calibration on the
+   selection partition, size, whether it was chosen) in the report entry's `subnetworks`;
 5. publish `iterations/<t>/` whole (architecture, report entry, new members) and drop the checkpoints.
 
 Re-running on the same directory skips every published iteration, and continues an unfinished one from its newest
@@ -41,7 +41,7 @@ from improve_nas.adanet.runtime.batches import train_batches, train_rows
 from improve_nas.adanet.runtime.callbacks import IterationProgress, StopEvery
 from improve_nas.adanet.runtime.device_data import ROWS, DeviceData
 from improve_nas.adanet.runtime.distribution import Distribution, make_distribution
-from improve_nas.adanet.runtime.evaluation import evaluate
+from improve_nas.adanet.runtime.evaluation import evaluate, scale_temperature
 from improve_nas.adanet.runtime.inference import BatchedPredictor, default_inference_batch_size
 from improve_nas.adanet.runtime.memory import released_after
 from improve_nas.adanet.runtime.run_directory import RunDirectory
@@ -93,6 +93,9 @@ class EngineSettings:
     # The training partition lives on the device and batches are gathered there (device_data.py); False feeds numpy
     # batches from a Python generator instead (for a partition too large for device memory)
     data_on_device: bool = True
+    # Fit a temperature for the chosen ensemble on the selection partition each iteration (`summary`'s
+    # "temperature_scaling"); the export divides the final ensemble's logits by it
+    temperature_scaling: bool = False
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -220,11 +223,10 @@ def _run_iteration(iteration: int, builders: list[Builder], *, run_dir: RunDirec
                                  force_grow=settings.force_grow, losses=selection_losses)
     chosen = model.frozen_ensemble(selection.index)
     test_rows = len(data.x_test) if settings.eval_steps is None else settings.eval_steps * settings.eval_batch_size
-    metrics = evaluate(
-        distribution.for_inference(EnsembleModel(members=chosen.members, ensembler=chosen.ensembler,
-                                                 member_names=[m.name for m in chosen.record.members],
-                                                 preprocessing=model.preprocessing, with_member_logits=True)),
-        data.x_test[:test_rows], data.y_test[:test_rows], predict=predict)
+    chosen_model = distribution.for_inference(EnsembleModel(
+        members=chosen.members, ensembler=chosen.ensembler, member_names=[m.name for m in chosen.record.members],
+        preprocessing=model.preprocessing, with_member_logits=True))
+    metrics = evaluate(chosen_model, data.x_test[:test_rows], data.y_test[:test_rows], predict=predict)
 
     new_members = {record.name: member for record, member in zip(chosen.record.members, chosen.members)
                    if record.iteration == iteration}
@@ -243,6 +245,12 @@ def _run_iteration(iteration: int, builders: list[Builder], *, run_dir: RunDirec
         "train_seconds": round(train_seconds, 3),
         "global_step": (iteration + 1) * settings.iteration_steps,
     }
+    if settings.temperature_scaling:  # on the rows selection reads
+        select_rows = len(data.x_select) if settings.evaluator_steps is None else (
+            settings.evaluator_steps * settings.evaluator_batch_size)
+        summary["temperature_scaling"] = scale_temperature(
+            chosen_model, (data.x_select[:select_rows], data.y_select[:select_rows]),
+            (data.x_test[:test_rows], data.y_test[:test_rows]), predict=predict)
     summary["subnetworks"] = [record.to_dict() for record in _candidate_records(
         model, selection, evaluated.get("pass"), chosen_names=summary["members"],
         train_seconds=summary["train_seconds"])]
@@ -308,9 +316,9 @@ def _candidate_records(model: IterationModel, selection: Selection, evaluated: S
         own = evaluated.members.get(name, {}) if evaluated is not None else {}
         records.append(CandidateRecord(
             name=name, iteration=model.iteration, builder_name=builder.name, shared=dict(builder.shared()),
-            complexity=float(builder.complexity), selection_loss=lowest.get(index), loss=own.get("loss"),
-            accuracy=own.get("accuracy"), params=_trainable_params(subnetwork), train_seconds=train_seconds,
-            chosen=name in chosen_names))
+            complexity=float(builder.complexity), selection_loss=lowest.get(index),
+            **{key: own.get(key) for key in ("loss", "accuracy", "error", "nll", "ece", "brier")},
+            params=_trainable_params(subnetwork), train_seconds=train_seconds, chosen=name in chosen_names))
     return records
 
 

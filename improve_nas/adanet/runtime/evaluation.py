@@ -4,28 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from improve_nas.adanet.calibration import classification_metrics, fit_temperature
 from improve_nas.adanet.runtime.inference import BatchedPredictor
 
 
-def _log_softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = logits.astype(np.float64) - logits.max(axis=-1, keepdims=True)
-    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
-
-
-def per_example_cross_entropy(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """Softmax cross-entropy of each row, in float64."""
-    log_probs = _log_softmax(np.asarray(logits))
-    return -log_probs[np.arange(len(labels)), np.asarray(labels).reshape(-1).astype(np.int64)]
-
-
-def classification_metrics(logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-    """Accuracy and mean softmax cross-entropy of integer `labels` [N] under `logits` [N, K]."""
-    return {"accuracy": float((np.asarray(logits).argmax(axis=-1) == labels).mean()),
-            "loss": float(per_example_cross_entropy(logits, labels).mean())}
-
-
 def evaluate(model, images: np.ndarray, labels: np.ndarray, *, predict: BatchedPredictor) -> dict:
-    """Accuracy and mean cross-entropy over every example of `images`.
+    """`calibration.classification_metrics` over every example of `images`, of the ensemble and of each member.
 
     Args:
       model: an `EnsembleModel` built with `with_member_logits=True`.
@@ -34,7 +18,8 @@ def evaluate(model, images: np.ndarray, labels: np.ndarray, *, predict: BatchedP
       predict: runs the model over all rows (`inference.BatchedPredictor`: its batch size changes no result).
 
     Returns:
-      `{"ensemble": {"accuracy", "loss"}, "members": {name: {"accuracy", "loss"}}, "examples": n}`.
+      `{"ensemble": metrics, "members": {name: metrics}, "examples": n}`, metrics as `classification_metrics`
+      returns them (accuracy, error, loss = nll, nll, ece, ece_bins, brier).
     """
     if len(images) == 0:
         raise ValueError("evaluation got no examples")
@@ -43,3 +28,18 @@ def evaluate(model, images: np.ndarray, labels: np.ndarray, *, predict: BatchedP
     return {"ensemble": classification_metrics(outputs["logits"], labels),
             "members": {name: classification_metrics(logits, labels) for name, logits in outputs["members"].items()},
             "examples": len(labels)}
+
+
+def scale_temperature(model, select: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray], *,
+                      predict: BatchedPredictor) -> dict:
+    """Temperature scaling of an ensemble: T fitted on the `select` (images, labels), judged on `test`.
+
+    One pass over each partition (on top of `evaluate`'s; only when a run asks for it).
+
+    Returns:
+      `{"temperature": T, "test_before": metrics, "test_after": metrics of logits / T}` (`classification_metrics`).
+    """
+    logits = {name: predict(model, images)["logits"] for name, (images, _) in (("select", select), ("test", test))}
+    temperature = fit_temperature(logits["select"], select[1])
+    return {"temperature": temperature, "test_before": classification_metrics(logits["test"], test[1]),
+            "test_after": classification_metrics(np.asarray(logits["test"], np.float64) / temperature, test[1])}
