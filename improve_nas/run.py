@@ -14,7 +14,7 @@ import random
 from typing import TYPE_CHECKING
 
 from improve_nas import run_checks, settings
-from improve_nas.adanet.stopping import UNFINISHED
+from improve_nas.adanet.stopping import EARLY_STOPPING
 from improve_nas.config import Config
 from improve_nas.data import ImageDataset, load_dataset, validate_dataset_spec
 from improve_nas.errors import UsageError, io_error_line
@@ -117,9 +117,10 @@ def _train(config: Config, distribution, location) -> dict:
 
         finished = run_dir.verify()  # a damaged iteration is one line naming it; also in a finished run
         stopped = stopped_outcome(run_dir.summaries(), config.hparams)
-        if stopped["reason"] != UNFINISHED:  # all iterations done, or early stopping ended the run
-            print(f"run in {location.url} already finished ({len(finished)} iterations; {stopped['detail']}); "
-                  "nothing to do", flush=True)
+        if stopped["reason"] == EARLY_STOPPING:  # decided by an earlier session, from the same summaries
+            print(f"run in {location.url} already stopped early ({stopped['detail']}); nothing to do", flush=True)
+        elif len(finished) >= config.hparams.boosting_iterations:
+            print(f"run in {location.url} already finished ({len(finished)} iterations); nothing to do", flush=True)
         else:
             stop_if_preempted()
             _grow(config, run_dir, dataset, inputs, guard, on_write)

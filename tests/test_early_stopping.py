@@ -19,9 +19,6 @@ from improve_nas.config import HParams
 from improve_nas.errors import UsageError
 from improve_nas.report import load_report
 
-pytestmark = pytest.mark.multibackend
-
-
 # ---- the decision ------------------------------------------------------------------------------------------------
 
 def test_a_plateau_stops_after_patience_iterations_without_improvement():
@@ -110,11 +107,12 @@ def _trained_iterations(path):
     return sorted(os.listdir(os.path.join(path, "iterations")))
 
 
+@pytest.mark.multibackend
 def test_a_run_stops_when_later_iterations_cannot_help_and_a_rerun_trains_nothing(tmp_path, capsys):
     run = tmp_path / "run"
     options = dict(generator=UselessAfterFirst(), num_iterations=6, strategy="solo", force_grow=False,
                    early_stopping_patience=2, early_stopping_min_delta=0.001, verbose=True)
-    summaries = grow(run, **options)
+    summaries = grow(run, **options, iteration_steps=4)
     assert [s["iteration"] for s in summaries] == [0, 1, 2]  # iteration 0, then 2 without improvement
     assert _trained_iterations(run) == ["0", "1", "2"]
     assert all(s["members"] == summaries[0]["members"] for s in summaries[1:])  # the ensemble stopped growing
@@ -122,7 +120,7 @@ def test_a_run_stops_when_later_iterations_cannot_help_and_a_rerun_trains_nothin
     out = capsys.readouterr().out
     assert "stopping after iteration 3/6: the selection loss has not improved by 0.001 for 2 iterations" in out
 
-    again = grow(run, **dict(options, generator=UselessAfterFirst()))
+    again = grow(run, **dict(options, generator=UselessAfterFirst()), iteration_steps=4)
     assert again == summaries and _trained_iterations(run) == ["0", "1", "2"]
     assert "stopping after iteration 3/6" in capsys.readouterr().out  # the same decision, from disk
 
@@ -131,6 +129,7 @@ def chance_net(num_classes, input_shape):
     return ZeroLogits(num_classes=num_classes)
 
 
+@pytest.mark.multibackend
 def test_grow_records_why_it_stopped_in_report_json_and_exports_the_last_ensemble(tmp_path):
     rng = np.random.default_rng(0)
     x = rng.integers(0, 255, size=(48, 4, 4, 1), dtype=np.uint8)
@@ -151,3 +150,19 @@ def test_grow_records_why_it_stopped_in_report_json_and_exports_the_last_ensembl
     again = improve_nas.grow(chance_net, x, y, x[:16], y[:16], **options)
     assert again.report == result.report and _trained_iterations(model_dir) == ["0", "1"]
 
+
+
+@pytest.mark.slow  # TensorFlow only: the engine's part is checked on both backends above
+def test_improve_nas_train_stops_records_and_a_rerun_does_nothing(tmp_path, capsys):
+    # A margin of 100 nats cannot be beaten (the loss is >= 0): every iteration after the first fails to improve.
+    model_dir = str(tmp_path / "run")
+    settings = dict(model_dir=model_dir, train_steps=3, tf_random_seed=1, hparams={
+        "boosting_iterations": 3, "early_stopping_patience": 1, "early_stopping_min_delta": 100.0})
+    report = improve_nas.train("smoke", **settings)
+    assert report["stopped"]["reason"] == EARLY_STOPPING and report["stopped"]["after_iteration"] == 1
+    assert _trained_iterations(model_dir) == ["0", "1"] and report["final"]["members"] == 2
+    assert "stopping after iteration 2/3" in capsys.readouterr().out
+
+    assert improve_nas.train("smoke", **settings) == report
+    assert "already stopped early (stopping after iteration 2/3" in capsys.readouterr().out
+    assert _trained_iterations(model_dir) == ["0", "1"]
