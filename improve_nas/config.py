@@ -136,10 +136,7 @@ class HParams:
             if not 0.0 < value <= 1.0:
                 raise UsageError(f"hparam {name}={value} must be a probability in (0, 1]")
         for name in ("num_reduction_layers", "clip_gradients", "weight_decay", "aux_head_weight", "adanet_lambda",
-                     "adanet_beta"):
-            if getattr(self, name) < 0:
-                raise UsageError(f"hparam {name}={getattr(self, name)} must be >= 0")
-        for name in ("early_stopping_patience", "early_stopping_min_delta"):
+                     "adanet_beta", "early_stopping_patience", "early_stopping_min_delta"):
             if getattr(self, name) < 0:
                 raise UsageError(f"hparam {name}={getattr(self, name)} must be >= 0")
         if not 0.0 <= self.label_smoothing < 1.0:
