@@ -19,10 +19,11 @@ from improve_nas.errors import UsageError, nearest
 
 # Hparams of `improve_nas.config.HParams` that `grow` accepts as options, under the same names and with the same
 # defaults and checks (the others describe NASNet members, which `grow` does not build).
-GROW_HPARAMS = ("adanet_beta", "adanet_lambda", "clip_gradients", "evaluator_batch_size", "evaluator_steps",
-                "force_grow", "holdout_fraction", "initial_learning_rate", "knowledge_distillation",
-                "label_smoothing", "learn_mixture_weights", "learning_rate_schedule", "mixture_weight_type",
-                "optimizer", "selection", "use_evaluator", "use_mixture_bias")
+GROW_HPARAMS = ("adanet_beta", "adanet_lambda", "clip_gradients", "early_stopping_min_delta",
+                "early_stopping_patience", "evaluator_batch_size", "evaluator_steps", "force_grow",
+                "holdout_fraction", "initial_learning_rate", "knowledge_distillation", "label_smoothing",
+                "learn_mixture_weights", "learning_rate_schedule", "mixture_weight_type", "optimizer", "selection",
+                "use_evaluator", "use_mixture_bias")
 _MIXTURE_HPARAMS = ("adanet_beta", "adanet_lambda", "learn_mixture_weights", "mixture_weight_type",
                     "use_mixture_bias")
 # Options of `grow` that are not hparams.
@@ -39,7 +40,7 @@ class GrowResult:
     Attributes:
       ensemble: the final ensemble as exported (`export/ensemble.keras`): uint8 images [B, H, W, C] of the training
         shape -> `{"logits", "probabilities", "classes"}`.
-      report: the run's report, as in `report.json`.
+      report: the run's report, as in `report.json` (its `stopped` says why the run ended where it did).
       rows: one plain dict per iteration: iteration, members, accuracy, loss, error, nll, ece, brier (None for
         iterations written before those were recorded), params, train_seconds.
       model_dir: the run directory.
@@ -71,7 +72,7 @@ def grow(build_fn: Callable[[int, tuple], Any], x_train, y_train, x_test, y_test
       batch_size: images per training step.
       **options: the hparams named in `GROW_HPARAMS` (improve_nas.config.HParams: same names, defaults and checks,
         e.g. learn_mixture_weights, mixture_weight_type, adanet_lambda, adanet_beta, knowledge_distillation,
-        selection, force_grow), and:
+        selection, force_grow, early_stopping_patience, early_stopping_min_delta), and:
         strategy: "grow" (default), "solo", "all", or a `improve_nas.adanet.Strategy` instance;
         ensembler: an `improve_nas.adanet.EnsemblerSpec` (or a subclass whose `build` returns a registered Keras
           layer); replaces the mixture-weight hparams, which may then not be given;
@@ -145,7 +146,8 @@ def _grow(build_fn, config, extras: dict, record: dict, num_classes: int, arrays
     fileio.write_json(run_dir.file(GROW_JSON), record)
 
     def write(entries) -> dict:
-        report = build_report(dataset=config.dataset, num_classes=num_classes, iterations=entries)
+        report = build_report(dataset=config.dataset, num_classes=num_classes, iterations=entries,
+                              hparams=config.hparams)
         write_report(config.model_dir, report)
         return report
 

@@ -103,6 +103,11 @@ class HParams:
     selection: str = choice("train", choices.SELECTIONS, owner="improve_nas.choices:SELECTIONS")
     holdout_fraction: float = 0.1  # share of the training partition held out when selection=holdout
     use_mixture_bias: bool = False  # learn a bias [K] in the ensemble logits (AdaNet's use_bias)
+    # Early stopping (adanet/stopping.py): end the run once the chosen ensemble's selection loss (holdout partition with
+    # selection=holdout, else the selection partition) has not improved by more than min_delta for `patience`
+    # iterations in a row; 0 trains every iteration. The margin is absolute, in nats: the loss's scale is the task's.
+    early_stopping_patience: int = 0
+    early_stopping_min_delta: float = 0.001
     # Architecture search (README "Searching architectures"; improve_nas.search).
     # The cells of simple/dynamic: a name of improve_nas.search.space.NAMED_GENOTYPES or a .json file of one genotype
     genotype: str = "nasnet_a"
@@ -131,7 +136,7 @@ class HParams:
             if not 0.0 < value <= 1.0:
                 raise UsageError(f"hparam {name}={value} must be a probability in (0, 1]")
         for name in ("num_reduction_layers", "clip_gradients", "weight_decay", "aux_head_weight", "adanet_lambda",
-                     "adanet_beta"):
+                     "adanet_beta", "early_stopping_patience", "early_stopping_min_delta"):
             if getattr(self, name) < 0:
                 raise UsageError(f"hparam {name}={getattr(self, name)} must be >= 0")
         if not 0.0 <= self.label_smoothing < 1.0:

@@ -72,7 +72,9 @@ def engine_settings(config: Config, *, seed: int):
         keep_checkpoint_max=config.keep_checkpoint_max, seed=seed,
         jit_compile=False if _backend() == "tensorflow" else "auto", distribution=config.distribution,
         # multi_worker: from the host; device variables would be broadcast from the chief, and uint8 images cannot be
-        data_on_device=config.distribution != "multi_worker", temperature_scaling=config.temperature_scaling)
+        data_on_device=config.distribution != "multi_worker", temperature_scaling=config.temperature_scaling,
+        early_stopping_patience=hp.early_stopping_patience,
+        early_stopping_min_delta=hp.early_stopping_min_delta)
 
 
 def partitions(dataset: ImageDataset, config: Config, *, seed: int):

@@ -13,6 +13,7 @@ import os
 import sys
 from typing import Any, Iterable
 
+from improve_nas.adanet import stopping
 from improve_nas.errors import UsageError
 from improve_nas.storage import fileio, integrity
 
@@ -23,8 +24,12 @@ CALIBRATION_KEYS = ("error", "nll", "ece", "ece_bins", "brier")
 MISSING = "-"
 
 
-def build_report(*, dataset: str, num_classes: int, iterations: Iterable[dict[str, Any]]) -> dict[str, Any]:
-    """The docs/design.md §4 report: run facts, one entry per finished iteration, and the final ensemble's metrics."""
+def build_report(*, dataset: str, num_classes: int, iterations: Iterable[dict[str, Any]],
+                 hparams: Any = None) -> dict[str, Any]:
+    """The docs/design.md §4 report: run facts, one entry per finished iteration, and the final ensemble's metrics.
+
+    With the run's `hparams` (a `config.HParams`), also why the run stopped where it did (`stopped`).
+    """
     entries = sorted(iterations, key=lambda entry: entry["iteration"])
     final = None
     if entries:
@@ -34,7 +39,16 @@ def build_report(*, dataset: str, num_classes: int, iterations: Iterable[dict[st
                  "members": len(last["members"])}
         if "temperature_scaling" in last:  # the final ensemble's T, as the export applies it
             final["temperature_scaling"] = last["temperature_scaling"]
-    return {"dataset": dataset, "num_classes": num_classes, "iterations": entries, "final": final}
+    report = {"dataset": dataset, "num_classes": num_classes, "iterations": entries, "final": final}
+    if hparams is not None:
+        report["stopped"] = stopped_outcome(entries, hparams)
+    return report
+
+
+def stopped_outcome(entries: list[dict[str, Any]], hparams: Any) -> dict[str, Any]:
+    """Why a run of `hparams` with these finished iterations stopped: early_stopping, completed or unfinished."""
+    return stopping.outcome(entries, num_iterations=hparams.boosting_iterations,
+                            patience=hparams.early_stopping_patience, min_delta=hparams.early_stopping_min_delta)
 
 
 def write_report(model_dir: str, report: dict[str, Any]) -> None:
@@ -124,7 +138,23 @@ def _rebuild(location, entries: list[dict[str, Any]], previous: dict[str, Any] |
     else:
         dataset, num_classes = _recorded(location, "config.json", "dataset"), _recorded(
             location, f"{integrity.ITERATIONS}/{len(entries) - 1}/{integrity.ARCHITECTURE}", "num_classes")
-    return build_report(dataset=dataset or "?", num_classes=num_classes or "?", iterations=entries)
+    return build_report(dataset=dataset or "?", num_classes=num_classes or "?", iterations=entries,
+                        hparams=_recorded_hparams(location))
+
+
+def _recorded_hparams(location) -> Any:
+    """The run's hparams as config.json (`train`) or grow.json (`grow`) records them; None if neither parses."""
+    from improve_nas.config import HParams
+
+    recorded = _recorded(location, "config.json", "hparams")
+    if not isinstance(recorded, dict):  # a `grow` run: the options it was given, and its iteration count
+        options, iterations = _recorded(location, "grow.json", "hparams"), _recorded(location, "grow.json",
+                                                                                      "iterations")
+        recorded = dict(options, boosting_iterations=iterations) if isinstance(options, dict) and iterations else None
+    try:
+        return None if recorded is None else HParams(**recorded)
+    except (TypeError, ValueError, UsageError):
+        return None
 
 
 def _recorded(location, name: str, key: str) -> Any:
@@ -162,6 +192,9 @@ def format_table(report: dict[str, Any]) -> str:
         summary += (f"\ntemperature scaling: T {scaled['temperature']:.4f}; test nll {before['nll']:.4f} -> "
                     f"{after['nll']:.4f}, ece {before['ece']:.4f} -> {after['ece']:.4f}, brier {before['brier']:.4f} "
                     f"-> {after['brier']:.4f}")
+    stopped = report.get("stopped")
+    if stopped and stopped["reason"] == stopping.EARLY_STOPPING:
+        summary += f"\nstopped early: {stopped['detail']}"
     return f"dataset {report['dataset']} ({report['num_classes']} classes)\n" + "\n".join(lines) + "\n" + summary
 
 

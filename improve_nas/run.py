@@ -14,11 +14,12 @@ import random
 from typing import TYPE_CHECKING
 
 from improve_nas import run_checks, settings
+from improve_nas.adanet.stopping import EARLY_STOPPING
 from improve_nas.config import Config
 from improve_nas.data import ImageDataset, load_dataset, validate_dataset_spec
 from improve_nas.errors import UsageError, io_error_line
 from improve_nas.experiment import experiment, partition_arrays
-from improve_nas.report import build_report, write_report
+from improve_nas.report import build_report, stopped_outcome, write_report
 from improve_nas.storage import fileio, gcs, run_location, run_lock
 
 if TYPE_CHECKING:
@@ -96,7 +97,7 @@ def _train(config: Config, distribution, location) -> dict:
 
         def stop_if_preempted() -> None:
             if guard.requested and distribution.is_chief:  # the report covers every iteration published so far
-                _write_report(run_dir.path, dataset, run_dir.summaries())
+                _write_report(run_dir.path, dataset, run_dir.summaries(), config.hparams)
                 sync()
             guard.raise_if_requested(lambda: _resume_point(location, run_dir))
 
@@ -115,7 +116,10 @@ def _train(config: Config, distribution, location) -> dict:
         sync()
 
         finished = run_dir.verify()  # a damaged iteration is one line naming it; also in a finished run
-        if len(finished) >= config.hparams.boosting_iterations:
+        stopped = stopped_outcome(run_dir.summaries(), config.hparams)
+        if stopped["reason"] == EARLY_STOPPING:  # decided by an earlier session, from the same summaries
+            print(f"run in {location.url} already stopped early ({stopped['detail']}); nothing to do", flush=True)
+        elif len(finished) >= config.hparams.boosting_iterations:
             print(f"run in {location.url} already finished ({len(finished)} iterations); nothing to do", flush=True)
         else:
             stop_if_preempted()
@@ -130,7 +134,7 @@ def _train(config: Config, distribution, location) -> dict:
                 print(redo, flush=True)
             export_final_ensemble(run_dir, preprocessing=inputs.make_preprocessing(seed),
                                   image_shape=dataset.image_shape)
-        report = _write_report(model_dir, dataset, run_dir.summaries())
+        report = _write_report(model_dir, dataset, run_dir.summaries(), config.hparams)
         sync()
         distribution.wait_for_chief()
     return report
@@ -179,7 +183,7 @@ def _grow(config: Config, run_dir, dataset: ImageDataset, inputs, guard: preempt
     from improve_nas.compilation_cache import persistent_compilation_cache
 
     def on_iteration_end(summary: dict) -> None:
-        _on_iteration_end(run_dir, dataset, summary)
+        _on_iteration_end(run_dir, dataset, summary, config.hparams)
         on_write()
 
     with persistent_compilation_cache() as cache_dir:
@@ -222,12 +226,12 @@ def _training_callbacks(config: Config, run_dir, guard: preemption.PreemptionGua
     return make
 
 
-def _on_iteration_end(run_dir, dataset: ImageDataset, summary: dict) -> None:
+def _on_iteration_end(run_dir, dataset: ImageDataset, summary: dict, hparams) -> None:
     from improve_nas import summaries
 
     if summaries.available():
         summaries.write_iteration_summary(run_dir.tensorboard_dir, summary)
-    _write_report(run_dir.path, dataset, run_dir.summaries())
+    _write_report(run_dir.path, dataset, run_dir.summaries(), hparams)
 
 
 def _resume_point(location, run_dir) -> str:
@@ -240,8 +244,8 @@ def _resume_point(location, run_dir) -> str:
             f"step {saved[-1] if saved else 0}")
 
 
-def _write_report(model_dir: str, dataset: ImageDataset, entries: list[dict]) -> dict:
-    report = build_report(dataset=dataset.name, num_classes=dataset.num_classes, iterations=entries)
+def _write_report(model_dir: str, dataset: ImageDataset, entries: list[dict], hparams) -> dict:
+    report = build_report(dataset=dataset.name, num_classes=dataset.num_classes, iterations=entries, hparams=hparams)
     write_report(model_dir, report)
     return report
 

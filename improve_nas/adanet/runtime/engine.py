@@ -12,7 +12,9 @@ a factory for the preprocessing layer. Per iteration t (docs/design.md §3):
 4. select the best candidate ensemble (docs/original_code.md §6.7), evaluate it and its members on the test partition;
    record every candidate (`CandidateRecord`: its selection loss, own loss, accuracy and calibration on the
    selection partition, size, whether it was chosen) in the report entry's `subnetworks`;
-5. publish `iterations/<t>/` whole (architecture, report entry, new members) and drop the checkpoints.
+5. publish `iterations/<t>/` whole (architecture, report entry, new members) and drop the checkpoints;
+6. with `early_stopping_patience`, end the run when the chosen ensemble's selection loss has stopped improving
+   (`stopping.py`, a function of the published summaries, so a rerun reaches the same decision and trains nothing).
 
 Re-running on the same directory skips every published iteration, and continues an unfinished one from its newest
 checkpoint at the same step, learning-rate position and batch.
@@ -32,6 +34,7 @@ from collections.abc import Callable
 import keras
 import numpy as np
 
+from improve_nas.adanet import stopping
 from improve_nas.adanet.ensemble_model import EnsembleModel
 from improve_nas.adanet.ensemblers import EnsemblerSpec
 from improve_nas.adanet.iteration_model import FrozenEnsemble, IterationModel, LossSpec
@@ -96,6 +99,10 @@ class EngineSettings:
     # Fit a temperature for the chosen ensemble on the selection partition each iteration (`summary`'s
     # "temperature_scaling"); the export divides the final ensemble's logits by it
     temperature_scaling: bool = False
+    # Stop once the chosen ensemble's selection loss has not improved by more than `early_stopping_min_delta`
+    # (absolute) for this many iterations in a row (stopping.py); 0: train every iteration
+    early_stopping_patience: int = 0
+    early_stopping_min_delta: float = 0.001
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -129,6 +136,9 @@ def grow_ensemble(*, run_dir: RunDirectory, settings: EngineSettings, generator:
     if finished and settings.verbose:
         print(f"{len(finished)} of {settings.num_iterations} iterations already finished in {run_dir.path}",
               flush=True)
+    # Decided by an earlier session (from the same summaries): nothing more to train
+    if 0 < len(finished) < settings.num_iterations and _stops_early(run_dir.summaries(), settings):
+        return run_dir.summaries()
     distribution = make_distribution(settings.distribution, batch_size=settings.batch_size)
     # One for the run: a size halved for lack of memory stays halved in later iterations.
     predict = BatchedPredictor(settings.inference_batch_size or default_inference_batch_size(),
@@ -152,7 +162,18 @@ def grow_ensemble(*, run_dir: RunDirectory, settings: EngineSettings, generator:
             print(_summary_line(summary, settings.num_iterations), flush=True)
         if on_iteration_end is not None:
             on_iteration_end(summary)
+        if iteration < settings.num_iterations - 1 and _stops_early(run_dir.summaries(), settings):
+            break
     return run_dir.summaries()
+
+
+def _stops_early(summaries: list[dict], settings: EngineSettings) -> bool:
+    """Whether early stopping ends the run after `summaries` (saying why when verbose)."""
+    stop = stopping.decide(summaries, patience=settings.early_stopping_patience,
+                           min_delta=settings.early_stopping_min_delta)
+    if stop is not None and settings.verbose:
+        print(stop.explain(settings.num_iterations), flush=True)
+    return stop is not None
 
 
 def load_final_ensemble(run_dir: RunDirectory) -> FrozenEnsemble:
@@ -193,11 +214,13 @@ def _run_iteration(iteration: int, builders: list[Builder], *, run_dir: RunDirec
         builders, previous.record if previous else None)) + (1 if previous else 0)
     selects = needs_selection_losses(num_candidates=num_selection, has_previous=previous is not None,
                                      force_grow=settings.force_grow)
+    # Early stopping judges the chosen ensemble's selection loss, so it is measured even where selection needs none
+    measures = selects or settings.early_stopping_patience > 0
     model = IterationModel(
         iteration=iteration, builders=builders, num_classes=data.num_classes, input_shape=data.x_train.shape[1:],
         previous=previous, strategy=make_strategy(settings.strategy), ensembler=settings.ensembler,
         loss=settings.loss, preprocessing=make_preprocessing(iteration_seed),
-        track_adanet_loss_ema=selects and not settings.use_evaluator, previous_competes=not settings.force_grow,
+        track_adanet_loss_ema=measures and not settings.use_evaluator, previous_competes=not settings.force_grow,
         input_dtype=str(data.x_train.dtype),
         device_data=device_data, name=f"iteration_{iteration}")
     model.compile(jit_compile=settings.jit_compile, optimizer=make_optimizer(
@@ -221,6 +244,8 @@ def _run_iteration(iteration: int, builders: list[Builder], *, run_dir: RunDirec
 
     selection = select_candidate(num_candidates=len(model.selection_names), has_previous=previous is not None,
                                  force_grow=settings.force_grow, losses=selection_losses)
+    if measures and not selection.evaluated:
+        selection = Selection(index=selection.index, losses=tuple(selection_losses()))
     chosen = model.frozen_ensemble(selection.index)
     test_rows = len(data.x_test) if settings.eval_steps is None else settings.eval_steps * settings.eval_batch_size
     chosen_model = distribution.for_inference(EnsembleModel(
