@@ -9,6 +9,7 @@ import pytest
 from toy_engine import GrowingGenerator, Interrupt, K, SameGenerator, Scale, WidthBuilder, grow, settings, toy_data
 
 from improve_nas.adanet import EnsemblerSpec, LossSpec, RunDirectory, grow_ensemble, load_final_ensemble
+from improve_nas.adanet.runtime.inference import default_inference_batch_size
 
 pytestmark = pytest.mark.multibackend
 
@@ -35,8 +36,14 @@ def test_force_grow_adds_one_member_per_iteration(default_run):
     np.testing.assert_allclose(np.ravel(summaries[-1]["mixture_weights"]), [1 / 3] * 3, rtol=1e-6)
 
 
-def test_two_candidates_keep_the_lower_selection_loss_and_grow_from_it(tmp_path):
-    summaries = grow(tmp_path / "run", generator=GrowingGenerator(), num_iterations=2)
+@pytest.fixture(scope="module")
+def growing_run(tmp_path_factory):
+    """Two iterations of two candidates (GrowingGenerator), default settings otherwise: read by two tests."""
+    return grow(tmp_path_factory.mktemp("growing") / "run", generator=GrowingGenerator(), num_iterations=2)
+
+
+def test_two_candidates_keep_the_lower_selection_loss_and_grow_from_it(growing_run):
+    summaries = growing_run
     for summary in summaries:
         losses = {c["name"]: c["selection_loss"] for c in summary["candidates"]}
         new = {name: loss for name, loss in losses.items() if name.startswith(f"t{summary['iteration']}_")}
@@ -146,9 +153,13 @@ def test_ema_selection_without_force_grow_compares_the_previous_ensemble_on_this
     assert summaries[1]["chosen"] == summaries[1]["candidates"][int(np.argmin(losses))]["name"]
 
 
-def test_selection_and_evaluation_do_not_depend_on_the_inference_batch_size(tmp_path):
-    small, large = (grow(tmp_path / f"run_{size}", generator=GrowingGenerator(), num_iterations=2,
-                         inference_batch_size=size) for size in (5, 1000))
+def test_selection_and_evaluation_do_not_depend_on_the_inference_batch_size(growing_run, tmp_path):
+    data = toy_data()
+    # The default chunk holds the whole selection and test sets: one chunk, against chunks of 5 and a ragged last one.
+    assert default_inference_batch_size() >= max(len(data.x_select), len(data.x_test))
+    assert settings().inference_batch_size is None
+    small = grow(tmp_path / "run_5", generator=GrowingGenerator(), num_iterations=2, inference_batch_size=5)
+    large = growing_run
     for a, b in zip(small, large):
         assert a["chosen"] == b["chosen"]
         np.testing.assert_allclose([c["selection_loss"] for c in a["candidates"]],
