@@ -11,7 +11,7 @@ import shutil
 import tempfile
 
 # Shared fixtures live in helper modules (not test modules); registered here, so tests take them by name alone.
-pytest_plugins = ["gcs_emulator"]
+pytest_plugins = ["gcs_emulator", "smoke_run"]
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # JAX runs (in this process and in the CLI subprocesses) cache their XLA compilations in a directory of the

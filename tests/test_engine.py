@@ -2,17 +2,27 @@
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pytest
 from toy_engine import GrowingGenerator, Interrupt, K, SameGenerator, Scale, WidthBuilder, grow, settings, toy_data
 
 from improve_nas.adanet import EnsemblerSpec, LossSpec, RunDirectory, grow_ensemble, load_final_ensemble
+from improve_nas.adanet.runtime.inference import default_inference_batch_size
 
 pytestmark = pytest.mark.multibackend
 
 
-def test_force_grow_adds_one_member_per_iteration(tmp_path):
-    summaries = grow(tmp_path / "run")
+@pytest.fixture(scope="module")
+def default_run(tmp_path_factory):
+    """One run of the default toy settings (3 iterations, data on the device), which several tests only read."""
+    path = tmp_path_factory.mktemp("default") / "run"
+    return path, grow(path)
+
+
+def test_force_grow_adds_one_member_per_iteration(default_run):
+    path, summaries = default_run
     assert [s["iteration"] for s in summaries] == [0, 1, 2]
     assert [len(s["members"]) for s in summaries] == [1, 2, 3]
     assert summaries[-1]["members"] == ["t0_dense_8", "t1_dense_8", "t2_dense_8"]
@@ -21,13 +31,19 @@ def test_force_grow_adds_one_member_per_iteration(tmp_path):
     assert [s["trainable_params"] for s in summaries] == [per_member, 2 * per_member, 3 * per_member]
     # With the simple generator and force_grow nothing is evaluated for selection (docs/original_code.md §6.7 rules 1-2).
     assert all(c["selection_loss"] is None for s in summaries for c in s["candidates"])
-    final = load_final_ensemble(RunDirectory(str(tmp_path / "run")))
+    final = load_final_ensemble(RunDirectory(str(path)))
     assert len(final.members) == 3
     np.testing.assert_allclose(np.ravel(summaries[-1]["mixture_weights"]), [1 / 3] * 3, rtol=1e-6)
 
 
-def test_two_candidates_keep_the_lower_selection_loss_and_grow_from_it(tmp_path):
-    summaries = grow(tmp_path / "run", generator=GrowingGenerator(), num_iterations=2)
+@pytest.fixture(scope="module")
+def growing_run(tmp_path_factory):
+    """Two iterations of two candidates (GrowingGenerator), default settings otherwise: read by two tests."""
+    return grow(tmp_path_factory.mktemp("growing") / "run", generator=GrowingGenerator(), num_iterations=2)
+
+
+def test_two_candidates_keep_the_lower_selection_loss_and_grow_from_it(growing_run):
+    summaries = growing_run
     for summary in summaries:
         losses = {c["name"]: c["selection_loss"] for c in summary["candidates"]}
         new = {name: loss for name, loss in losses.items() if name.startswith(f"t{summary['iteration']}_")}
@@ -46,8 +62,8 @@ def test_without_force_grow_the_previous_ensemble_competes(tmp_path):
     assert second["chosen"] == second["candidates"][int(np.argmin(losses))]["name"]
 
 
-def test_resume_after_a_kill_mid_iteration_loses_and_repeats_nothing(tmp_path):
-    reference = grow(tmp_path / "reference")
+def test_resume_after_a_kill_mid_iteration_loses_and_repeats_nothing(default_run, tmp_path):
+    _, reference = default_run
     run_dir = RunDirectory(str(tmp_path / "run"))
     kill = {"iteration": 1, "after": 3}  # iteration 1, step 3: its last checkpoint is at step 2
 
@@ -71,10 +87,11 @@ def test_resume_after_a_kill_mid_iteration_loses_and_repeats_nothing(tmp_path):
         assert got["ensemble"]["accuracy"] == pytest.approx(want["ensemble"]["accuracy"], abs=2 / 32 + 1e-6)
 
 
-def test_a_finished_run_rerun_adds_nothing(tmp_path):
-    first = grow(tmp_path / "run", num_iterations=2)
+def test_a_finished_run_rerun_adds_nothing(default_run, tmp_path):
+    finished, first = default_run
+    shutil.copytree(finished, tmp_path / "run")  # a copy: the other tests read the original
     files = sorted(p.relative_to(tmp_path) for p in (tmp_path / "run").rglob("*"))
-    again = grow(tmp_path / "run", num_iterations=2)
+    again = grow(tmp_path / "run")
     assert again == first
     assert sorted(p.relative_to(tmp_path) for p in (tmp_path / "run").rglob("*")) == files
 
@@ -88,11 +105,10 @@ def test_learned_mixture_weights_move_and_the_ensemble_learns(tmp_path):
     assert summaries[-1]["ensemble"]["accuracy"] > 0.8  # chance is 1/3
 
 
-def test_members_loaded_from_disk_are_frozen(tmp_path):
+def test_members_loaded_from_disk_are_frozen(default_run):
     from improve_nas.adanet import IterationModel
 
-    grow(tmp_path / "run", num_iterations=1)
-    previous = RunDirectory(str(tmp_path / "run")).load_ensemble(0)
+    previous = RunDirectory(str(default_run[0])).load_ensemble(0)
     model = IterationModel(iteration=1, builders=[WidthBuilder(8)], num_classes=K, input_shape=(4, 4, 1),
                            previous=previous, preprocessing=Scale(), input_dtype="uint8")
     own = {id(v) for sub in model.subnetworks for v in sub.trainable_variables}
@@ -100,8 +116,9 @@ def test_members_loaded_from_disk_are_frozen(tmp_path):
     assert not any(v.trainable for member in previous.members for v in member.variables)
 
 
-def test_data_on_the_device_trains_on_the_same_batches_as_the_host_generator(tmp_path):
-    on_device = grow(tmp_path / "device", num_iterations=2, data_on_device=True)
+def test_data_on_the_device_trains_on_the_same_batches_as_the_host_generator(default_run, tmp_path):
+    on_device = default_run[1][:2]  # data_on_device is the default
+    assert settings().data_on_device
     from_host = grow(tmp_path / "host", num_iterations=2, data_on_device=False)
     for got, want in zip(on_device, from_host):
         assert got["members"] == want["members"]
@@ -136,9 +153,13 @@ def test_ema_selection_without_force_grow_compares_the_previous_ensemble_on_this
     assert summaries[1]["chosen"] == summaries[1]["candidates"][int(np.argmin(losses))]["name"]
 
 
-def test_selection_and_evaluation_do_not_depend_on_the_inference_batch_size(tmp_path):
-    small, large = (grow(tmp_path / f"run_{size}", generator=GrowingGenerator(), num_iterations=2,
-                         inference_batch_size=size) for size in (5, 1000))
+def test_selection_and_evaluation_do_not_depend_on_the_inference_batch_size(growing_run, tmp_path):
+    data = toy_data()
+    # The default chunk holds the whole selection and test sets: one chunk, against chunks of 5 and a ragged last one.
+    assert default_inference_batch_size() >= max(len(data.x_select), len(data.x_test))
+    assert settings().inference_batch_size is None
+    small = grow(tmp_path / "run_5", generator=GrowingGenerator(), num_iterations=2, inference_batch_size=5)
+    large = growing_run
     for a, b in zip(small, large):
         assert a["chosen"] == b["chosen"]
         np.testing.assert_allclose([c["selection_loss"] for c in a["candidates"]],

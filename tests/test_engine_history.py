@@ -25,9 +25,15 @@ class HistoryGenerator(Generator):
         return [WidthBuilder(4 + offset), WidthBuilder(6 + 2 * offset)]
 
 
-def test_every_candidate_is_recorded_and_handed_to_the_next_iterations(tmp_path):
-    generator = HistoryGenerator()
-    summaries = grow(tmp_path / "run", generator=generator)
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory):
+    """A 3-iteration run of HistoryGenerator: (its path, its summaries, the generator), read by the tests below."""
+    path, generator = tmp_path_factory.mktemp("recorded") / "run", HistoryGenerator()
+    return path, grow(path, generator=generator), generator
+
+
+def test_every_candidate_is_recorded_and_handed_to_the_next_iterations(recorded):
+    path, summaries, generator = recorded
     records = [CandidateRecord.from_dict(entry) for s in summaries for entry in s["subnetworks"]]
     assert [r.iteration for r in records] == [0, 0, 1, 1, 2, 2]
     for summary in summaries:
@@ -44,11 +50,11 @@ def test_every_candidate_is_recorded_and_handed_to_the_next_iterations(tmp_path)
         assert chosen["selection_loss"] == min(e["selection_loss"] for e in summary["subnetworks"])
     assert [len(generator.seen[t]) for t in range(3)] == [0, 2, 4]
     assert generator.seen[2] == records[:4]
-    assert RunDirectory(str(tmp_path / "run")).candidate_history(3) == records
+    assert RunDirectory(str(path)).candidate_history(3) == records
 
 
-def test_a_run_killed_mid_iteration_proposes_on_resume_what_an_uninterrupted_run_proposes(tmp_path):
-    reference = grow(tmp_path / "reference", generator=HistoryGenerator(), num_iterations=2)
+def test_a_run_killed_mid_iteration_proposes_on_resume_what_an_uninterrupted_run_proposes(recorded, tmp_path):
+    reference = recorded[1][:2]  # num_iterations only ends the loop: a 2-iteration run is the first 2 of these
     kill = {"iteration": 1, "after": 3}
 
     def interrupting(model, iteration, start_step):

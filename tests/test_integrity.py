@@ -11,12 +11,12 @@ import dataclasses
 import json
 import os
 import shutil
-import subprocess
-import sys
 
 import keras
 import numpy as np
 import pytest
+from smoke_run import SMOKE
+from smoke_run import improve_nas_cli as cli
 from toy_engine import SETTINGS, DenseGenerator, toy_data
 
 from improve_nas.adanet.runtime import checkpoints
@@ -160,26 +160,10 @@ def test_a_damaged_newest_checkpoint_falls_back_to_the_newest_intact_one(tmp_pat
 
 # --- the command line, on one finished smoke run -------------------------------------------------------------------
 
-SMOKE = ["--preset=smoke", "--dataset=fake", "--tf_random_seed=7"]
-
-
-def cli(*args):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    return subprocess.run([sys.executable, "-m", "improve_nas.cli", *args], check=False, capture_output=True, text=True,
-                          env=env, timeout=600)
-
-
-@pytest.fixture(scope="module")
-def smoke(tmp_path_factory):
-    path = tmp_path_factory.mktemp("smoke") / "run"
-    done = cli("train", *SMOKE, f"--model_dir={path}")
-    assert done.returncode == 0, done.stderr[-3000:]
-    return path
-
-
 @pytest.fixture
-def smoke_run(smoke, tmp_path):
-    return shutil.copytree(smoke, tmp_path / "run")
+def smoke_run(finished_smoke_run, tmp_path):
+    """A copy of the session's finished smoke run (smoke_run.py)."""
+    return shutil.copytree(finished_smoke_run[0], tmp_path / "run")
 
 
 def refused(done, path) -> str:

@@ -1,9 +1,10 @@
 """Evidence that the search strategies search, on the SYNTHETIC objective (improve_nas.search.synthetic): with the
-same budget (15 iterations x 4 candidates, the DARTS operations, 3 blocks per cell) over 50 seeds, evolution (both
-parent modes) and the controller reach a lower mean regret (the best distance to the hidden target found) than
-random search, whose mean matches its analytic expectation. `pytest -s` prints the measured means.
+same budget (15 iterations x 4 candidates, the DARTS operations, 3 blocks per cell) over 50 seeds (the controller,
+whose Keras update makes it the slow one, over the first 25), evolution (both parent modes) and the controller reach
+a lower mean regret (the best distance to the hidden target found) than random search, whose mean matches its
+analytic expectation. `pytest -s` prints the measured means.
 
-Margins: each strategy is compared with random on the same 50 objectives (paired), and must beat it by more than
+Margins: each strategy is compared with random on the same objectives (paired), and must beat it by more than
 3 standard errors of the paired difference, and by at least the stated number of distance units (of 36).
 """
 
@@ -15,18 +16,20 @@ import pytest
 from improve_nas.search import synthetic
 
 OP_SET, BLOCKS, ITERATIONS, K, SEEDS = "darts", 3, 15, 4, range(50)
-# (strategy, options, the least mean improvement over random, in distance units). Measured (TensorFlow, 2 CPU cores):
-# random 18.08 (analytic 17.46); evolution 15.74, with ensemble parents 16.90; controller 12.58 (164 s, hence slow).
+# (strategy, options, the least mean improvement over random in distance units, how many of SEEDS). Measured
+# (TensorFlow, 2 CPU cores): random 18.08 (analytic 17.46); evolution 15.74, with ensemble parents 16.90; controller
+# 12.58 on all 50 seeds (improvement 5.50 +- 0.42, 164 s), on the first 25 improvement 5.52 +- 0.60 (3 standard
+# errors 1.79, so the 4.0 floor decides, 2.5 standard errors below the measured mean) in half the time, still slow.
 BEATS_RANDOM = {
-    "evolution": ("evolution", {"parents": "tournament"}, 1.5),
-    "evolution (ensemble parents)": ("evolution", {"parents": "ensemble"}, 0.75),
-    "controller": ("controller", {}, 4.0),
+    "evolution": ("evolution", {"parents": "tournament"}, 1.5, len(SEEDS)),
+    "evolution (ensemble parents)": ("evolution", {"parents": "ensemble"}, 0.75, len(SEEDS)),
+    "controller": ("controller", {}, 4.0, 25),
 }
 
 
-def _best(strategy, **options) -> np.ndarray:
+def _best(strategy, seeds=SEEDS, **options) -> np.ndarray:
     return np.array([synthetic.simulate(strategy, seed, ITERATIONS, K, op_set=OP_SET, num_blocks=BLOCKS,
-                                        **options).best_distances[-1] for seed in SEEDS], float)
+                                        **options).best_distances[-1] for seed in seeds], float)
 
 
 @pytest.fixture(scope="module")
@@ -42,8 +45,8 @@ def random_best():
 
 
 def _assert_beats_random(name, random_best):
-    strategy, options, margin = BEATS_RANDOM[name]
-    best = _best(strategy, **options)
+    strategy, options, margin, num_seeds = BEATS_RANDOM[name]
+    best, random_best = _best(strategy, SEEDS[:num_seeds], **options), random_best[:num_seeds]
     improvement = random_best - best
     standard_error = improvement.std(ddof=1) / np.sqrt(len(improvement))
     print(f"\n{name}: mean best distance {best.mean():.2f} vs random {random_best.mean():.2f} "

@@ -2,11 +2,13 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
 import numpy as np
 import pytest
+from smoke_run import SMOKE
 
 pytestmark = pytest.mark.slow
 
@@ -18,12 +20,10 @@ def _run(args, **kwargs):
 
 
 @pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory):
-    model_dir = tmp_path_factory.mktemp("smoke") / "run"
-    result = _run(["improve_nas.cli", "train", "--preset=smoke", "--dataset=fake", f"--model_dir={model_dir}",
-                   "--tf_random_seed=7"])
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return model_dir, result
+def smoke_run(finished_smoke_run, tmp_path_factory):
+    """A copy of the session's finished smoke run (smoke_run.py: `improve_nas.cli train` SMOKE) and its output."""
+    original, result = finished_smoke_run
+    return shutil.copytree(original, tmp_path_factory.mktemp("smoke") / "run"), result
 
 
 def test_report_json_follows_the_contract(smoke_run):
@@ -92,8 +92,7 @@ def test_rerun_of_a_finished_run_adds_nothing(smoke_run):
     model_dir, _ = smoke_run
     before = {p: p.stat().st_mtime_ns for p in model_dir.rglob("*") if "iterations" in p.parts}
     report = (model_dir / "report.json").read_text()
-    result = _run(["improve_nas.trainer.trainer", "--preset=smoke", "--dataset=fake", f"--model_dir={model_dir}",
-                   "--tf_random_seed=7"])
+    result = _run(["improve_nas.trainer.trainer", *SMOKE, f"--model_dir={model_dir}"])
     assert result.returncode == 0, result.stderr[-3000:]
     assert "already finished (2 iterations); nothing to do" in result.stdout
     assert {p: p.stat().st_mtime_ns for p in model_dir.rglob("*") if "iterations" in p.parts} == before
