@@ -136,10 +136,21 @@ def _jobs(argv: list[str]) -> int:
 
 
 def _report(argv: list[str]) -> int:
-    parser = _parser("report", "Print the per-iteration table of a run directory.")
-    parser.add_argument("model_dir")
-    parser.add_argument("--format", choices=("text", "json"), default="text")
+    parser = _parser("report", "Print the per-iteration table of a run directory, or write its HTML page.")
+    parser.add_argument("model_dir", help="run directory, local or gs://BUCKET/PATH")
+    parser.add_argument("--format", choices=("text", "json", "html"), default="text",
+                        help="html: one self-contained page with the run's figures, and the figures as PNG files in "
+                        "report_plots/ beside it")
+    parser.add_argument("--out", default=None, help="html: the page's path (default: MODEL_DIR/report.html; a gs:// "
+                        "run needs it, a local file)")
     args = parser.parse_args(argv)
+    if args.format == "html":
+        from improve_nas.report_html import write_html_report
+
+        write_html_report(args.model_dir, out=args.out)
+        return 0
+    if args.out is not None:
+        raise UsageError(f"--out={args.out!r} is for --format=html; text and json are printed")
     from improve_nas.report import format_table, load_report
 
     report = load_report(args.model_dir)
