@@ -1,4 +1,4 @@
-"""The `improve-nas` console script: train | summary | report | arch | predict | bench | submit | jobs.
+"""The `improve-nas` console script: train | summary | report | compare | arch | predict | bench | submit | jobs.
 
 Dispatch only: each subcommand parses its arguments and calls one library function.
 """
@@ -13,7 +13,7 @@ from improve_nas import __version__
 from improve_nas.errors import UsageError
 from improve_nas.quiet import quiet_tensorflow_start_up
 
-SUBCOMMANDS = ("train", "summary", "report", "arch", "predict", "bench", "submit", "jobs")
+SUBCOMMANDS = ("train", "summary", "report", "compare", "arch", "predict", "bench", "submit", "jobs")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,7 +26,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"usage: improve-nas {{{','.join(SUBCOMMANDS)}}} [flags]   (improve-nas COMMAND --help for its flags)\n"
               "  train    grow an ensemble (the flags of python -m improve_nas.trainer.trainer)\n"
               "  summary  parameters, multiply-adds and stages of the NASNet an --hparams string describes\n"
-              "  report   the per-iteration table of a run directory\n"
+              "  report   the per-iteration table of a run directory, or its HTML page of figures\n"
+              "  compare  one row per run directory: final test accuracy, error, NLL, size, time, settings\n"
               "  arch     the normal and reduction cell of every member of a run's ensemble (svg, png, dot, text, json)\n"
               "  predict  classes and probabilities of a run's exported ensemble for .npz/.npy/PNG/JPEG images\n"
               "  bench    training throughput of the engine\n"
@@ -158,6 +159,18 @@ def _report(argv: list[str]) -> int:
     return 0
 
 
+def _compare(argv: list[str]) -> int:
+    from improve_nas.compare import FORMATS, compare
+
+    parser = _parser("compare", "One row per run directory: its final ensemble's test figures, size, training time, "
+                     "stop reason and settings.")
+    parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directory, local or gs://BUCKET/PATH")
+    parser.add_argument("--format", default="text", help=" | ".join(FORMATS))
+    args = parser.parse_args(argv)
+    sys.stdout.write(compare(args.run_dirs, output_format=args.format))
+    return 0
+
+
 def _arch(argv: list[str]) -> int:
     from improve_nas import ensemble_cells
 
@@ -214,6 +227,7 @@ def _parse_shape(text: str) -> tuple[int, int, int]:
 _COMMANDS = {
     "summary": _summary,
     "report": _report,
+    "compare": _compare,
     "arch": _arch,
     "predict": _predict,
     "bench": _bench,
