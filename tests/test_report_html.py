@@ -119,3 +119,20 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(args, words, toy_run, 
 def test_a_gs_run_needs_out(capsys):
     assert cli.main(["report", "gs://bucket/run", "--format=html"]) == 2
     assert "give --out=PATH, a local file" in capsys.readouterr().err
+
+
+def test_a_gs_run_directory_gives_the_same_page_and_comparison(toy_run, gcs_emulator, tmp_path, capsys):
+    from improve_nas.storage import gcs
+
+    url = f"gs://{gcs_emulator.bucket}/runs/toy"
+    for path in toy_run.rglob("*"):
+        if path.is_file():
+            gcs.upload_file(str(path), f"{url}/{path.relative_to(toy_run).as_posix()}")
+    out = tmp_path / "gs.html"
+    assert cli.main(["report", url, "--format=html", f"--out={out}"]) == 0
+    page = out.read_text()
+    assert len(embedded_images(page)) == 5 and all(f"Iteration {t}:" in page for t in range(3))
+    capsys.readouterr()
+    assert cli.main(["compare", url, str(toy_run), "--format=json"]) == 0
+    gs_row, local_row = json.loads(capsys.readouterr().out)
+    assert gs_row["run"] == url and {**gs_row, "run": ""} == {**local_row, "run": ""}
