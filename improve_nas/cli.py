@@ -1,4 +1,5 @@
-"""The `improve-nas` console script: train | summary | report | compare | arch | predict | bench | submit | jobs.
+"""The `improve-nas` console script: train | summary | report | arch | predict | bench | submit | jobs |
+compare.
 
 Dispatch only: each subcommand parses its arguments and calls one library function.
 """
@@ -13,7 +14,7 @@ from improve_nas import __version__
 from improve_nas.errors import UsageError
 from improve_nas.quiet import quiet_tensorflow_start_up
 
-SUBCOMMANDS = ("train", "summary", "report", "compare", "arch", "predict", "bench", "submit", "jobs")
+SUBCOMMANDS = ("train", "summary", "report", "arch", "predict", "bench", "submit", "jobs", "compare")
 
 
 def main(argv: list[str] | None = None) -> int:
