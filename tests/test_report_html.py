@@ -136,3 +136,36 @@ def test_a_gs_run_directory_gives_the_same_page_and_comparison(toy_run, gcs_emul
     assert cli.main(["compare", url, str(toy_run), "--format=json"]) == 0
     gs_row, local_row = json.loads(capsys.readouterr().out)
     assert gs_row["run"] == url and {**gs_row, "run": ""} == {**local_row, "run": ""}
+
+
+def test_the_reliability_diagram_is_the_exported_ensembles_on_the_test_data_config_json_names(tmp_path, capsys):
+    """A run grown through the Python API on arrays saved as an npz data set, its config.json naming them: the
+    diagram's bins are those of the export's own predictions on that data set's test partition."""
+    import keras
+    from toy_engine import toy_data
+
+    import improve_nas
+    from improve_nas.config import Config
+    from improve_nas.report_html import final_reliability
+
+    data = toy_data()
+    archive = tmp_path / "toy.npz"
+    np.savez(archive, x_train=data.x_train, y_train=data.y_train, x_test=data.x_test, y_test=data.y_test)
+    run = tmp_path / "run"
+
+    def dense(num_classes, input_shape):
+        return keras.Sequential([keras.Input(input_shape), keras.layers.Rescaling(1 / 255), keras.layers.Flatten(),
+                                 keras.layers.Dense(num_classes)])
+
+    improve_nas.grow(dense, data.x_train, data.y_train, data.x_test, data.y_test, model_dir=str(run), iterations=2,
+                     steps_per_iteration=4, batch_size=16, verbose=False)
+    (run / "config.json").write_text(json.dumps(Config(dataset=f"npz:{archive}").to_dict()))
+    probabilities = improve_nas.load_model(str(run)).predict(data.x_test, verbose=0)["probabilities"]
+    expected = report_plots.reliability_bins(np.asarray(probabilities, dtype=np.float64), data.y_test)
+    bins, why_not = final_reliability(str(run), bins=report_plots.RELIABILITY_BINS)
+    assert why_not == "" and bins["counts"] == expected["counts"] and sum(bins["counts"]) == len(data.y_test)
+    assert bins["ece"] == pytest.approx(expected["ece"])
+    assert cli.main(["report", str(run), "--format=html"]) == 0
+    page = (run / "report.html").read_text()
+    assert (run / PLOTS_DIR / "reliability.png").is_file() and 'alt="reliability"' in page
+    assert "No reliability diagram" not in page
