@@ -145,18 +145,24 @@ def _report(argv: list[str]) -> int:
                         "report_plots/ beside it")
     parser.add_argument("--out", default=None, help="html: the page's path (default: MODEL_DIR/report.html; a gs:// "
                         "run needs it, a local file)")
+    parser.add_argument("--hparams_summary", action="store_true", help="also write the run's settings and final "
+                        "test figures as a TensorBoard HParams summary in MODEL_DIR/tensorboard/hparams (local runs)")
     args = parser.parse_args(argv)
+    if args.out is not None and args.format != "html":
+        raise UsageError(f"--out={args.out!r} is for --format=html; text and json are printed")
     if args.format == "html":
         from improve_nas.report_html import write_html_report
 
         write_html_report(args.model_dir, out=args.out)
-        return 0
-    if args.out is not None:
-        raise UsageError(f"--out={args.out!r} is for --format=html; text and json are printed")
-    from improve_nas.report import format_table, load_report
+    else:
+        from improve_nas.report import format_table, load_report
 
-    report = load_report(args.model_dir)
-    print(json.dumps(report, indent=2) if args.format == "json" else format_table(report))
+        report = load_report(args.model_dir)
+        print(json.dumps(report, indent=2) if args.format == "json" else format_table(report))
+    if args.hparams_summary:  # after the output, so a bad --out has written nothing
+        from improve_nas.hparams_summary import write_for_run
+
+        print(f"wrote the HParams summary in {write_for_run(args.model_dir)}", file=sys.stderr)
     return 0
 
 
