@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import math
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -49,7 +49,6 @@ def growth_figures(report: dict[str, Any]) -> list[Figure]:
     members = [len(entry["members"]) for entry in entries]
     params = [entry["trainable_params"] for entry in entries]
     seconds = np.cumsum([entry["train_seconds"] for entry in entries]).tolist()
-    best = _best_member_so_far(entries)
     # Each member alone, at the ensemble size where it joined.
     joined: dict[str, tuple[int, dict[str, Any]]] = {}
     for entry in entries:
@@ -63,7 +62,7 @@ def growth_figures(report: dict[str, Any]) -> list[Figure]:
         figure, axes = _figure(2, width=10.0)
         for panel, (value, ylabel) in zip(axes, ((error, "test error (%)"), (nll, label))):
             panel.plot(x, [value(entry["ensemble"]) for entry in entries], "o-", label="ensemble")
-            panel.plot(x, [value(metrics) for metrics in best], "s--", label="best single member so far")
+            panel.plot(x, _best_member_so_far(entries, value), "s--", label="best single member so far")
             if points:
                 panel.scatter([size for size, _ in joined.values()], [value(m) for _, m in joined.values()],
                               marker="x", color="grey", label="each member alone", zorder=3)
@@ -75,7 +74,7 @@ def growth_figures(report: dict[str, Any]) -> list[Figure]:
             for panel in axes:
                 panel.xaxis.get_major_locator().set_params(integer=True)
         caption = {"by_members": "Test error and NLL (test partition) against the number of members: the ensemble, "
-                                 "the best single member so far, and each member alone where it joined.",
+                                 "the best single member so far (by the figure shown), and each member alone where it joined.",
                    "by_params": "Test error and NLL (test partition) against the ensemble's total trainable "
                                 "parameters.",
                    "by_train_time": "Test error and NLL (test partition) against the cumulative training time of the "
@@ -84,14 +83,12 @@ def growth_figures(report: dict[str, Any]) -> list[Figure]:
     return figures
 
 
-def _best_member_so_far(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per iteration, the metrics of the most accurate single member among all members up to it."""
-    best, out = None, []
+def _best_member_so_far(entries: list[dict[str, Any]], value: Callable[[dict[str, Any]], float]) -> list[float]:
+    """Per iteration, the lowest `value` of a single member among all members up to it."""
+    best, out = math.inf, []
     for entry in entries:
-        for metrics in entry["member_metrics"].values():
-            if best is None or metrics["accuracy"] > best["accuracy"]:
-                best = metrics
-        out.append(best or {"accuracy": math.nan, "loss": math.nan})
+        best = min([best] + [value(metrics) for metrics in entry["member_metrics"].values()])
+        out.append(best if math.isfinite(best) else math.nan)
     return out
 
 
