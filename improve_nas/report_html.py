@@ -66,7 +66,8 @@ def figures_of(model_dir: str, report: dict[str, Any]) -> tuple[list[report_plot
                      "iteration is chosen without one).")
     else:
         figures.append(candidates)
-    bins_count = (report.get("final") or {}).get("ece_bins") or report_plots.RELIABILITY_BINS
+    recorded = (report.get("final") or {}).get("ece_bins")  # the ECE's bin count, where the report holds one
+    bins_count = recorded if isinstance(recorded, int) and recorded > 0 else report_plots.RELIABILITY_BINS
     bins, why_not = final_reliability(model_dir, bins=bins_count)
     if bins is None:
         notes.append(f"No reliability diagram: {why_not}.")
