@@ -1,4 +1,5 @@
-"""The `improve-nas` console script: train | summary | report | arch | predict | bench | submit | jobs.
+"""The `improve-nas` console script: train | summary | report | arch | predict | bench | submit | jobs |
+compare.
 
 Dispatch only: each subcommand parses its arguments and calls one library function.
 """
@@ -13,7 +14,7 @@ from improve_nas import __version__
 from improve_nas.errors import UsageError
 from improve_nas.quiet import quiet_tensorflow_start_up
 
-SUBCOMMANDS = ("train", "summary", "report", "arch", "predict", "bench", "submit", "jobs")
+SUBCOMMANDS = ("train", "summary", "report", "arch", "predict", "bench", "submit", "jobs", "compare")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,7 +27,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"usage: improve-nas {{{','.join(SUBCOMMANDS)}}} [flags]   (improve-nas COMMAND --help for its flags)\n"
               "  train    grow an ensemble (the flags of python -m improve_nas.trainer.trainer)\n"
               "  summary  parameters, multiply-adds and stages of the NASNet an --hparams string describes\n"
-              "  report   the per-iteration table of a run directory\n"
+              "  report   the per-iteration table of a run directory, or its HTML page of figures\n"
+              "  compare  one row per run directory: final test accuracy, error, NLL, size, time, settings\n"
               "  arch     the normal and reduction cell of every member of a run's ensemble (svg, png, dot, text, json)\n"
               "  predict  classes and probabilities of a run's exported ensemble for .npz/.npy/PNG/JPEG images\n"
               "  bench    training throughput of the engine\n"
@@ -136,14 +138,43 @@ def _jobs(argv: list[str]) -> int:
 
 
 def _report(argv: list[str]) -> int:
-    parser = _parser("report", "Print the per-iteration table of a run directory.")
-    parser.add_argument("model_dir")
-    parser.add_argument("--format", choices=("text", "json"), default="text")
+    parser = _parser("report", "Print the per-iteration table of a run directory, or write its HTML page.")
+    parser.add_argument("model_dir", help="run directory, local or gs://BUCKET/PATH")
+    parser.add_argument("--format", choices=("text", "json", "html"), default="text",
+                        help="html: one self-contained page with the run's figures, and the figures as PNG files in "
+                        "report_plots/ beside it")
+    parser.add_argument("--out", default=None, help="html: the page's path (default: MODEL_DIR/report.html; a gs:// "
+                        "run needs it, a local file)")
+    parser.add_argument("--hparams_summary", action="store_true", help="also write the run's settings and final "
+                        "test figures as a TensorBoard HParams summary in MODEL_DIR/tensorboard/hparams (local runs)")
     args = parser.parse_args(argv)
-    from improve_nas.report import format_table, load_report
+    if args.out is not None and args.format != "html":
+        raise UsageError(f"--out={args.out!r} is for --format=html; text and json are printed")
+    if args.format == "html":
+        from improve_nas.report_html import write_html_report
 
-    report = load_report(args.model_dir)
-    print(json.dumps(report, indent=2) if args.format == "json" else format_table(report))
+        write_html_report(args.model_dir, out=args.out)
+    else:
+        from improve_nas.report import format_table, load_report
+
+        report = load_report(args.model_dir)
+        print(json.dumps(report, indent=2) if args.format == "json" else format_table(report))
+    if args.hparams_summary:  # after the output, so a bad --out has written nothing
+        from improve_nas.hparams_summary import write_for_run
+
+        print(f"wrote the HParams summary in {write_for_run(args.model_dir)}", file=sys.stderr)
+    return 0
+
+
+def _compare(argv: list[str]) -> int:
+    from improve_nas.compare import FORMATS, compare
+
+    parser = _parser("compare", "One row per run directory: its final ensemble's test figures, size, training time, "
+                     "stop reason and settings.")
+    parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directory, local or gs://BUCKET/PATH")
+    parser.add_argument("--format", default="text", help=" | ".join(FORMATS))
+    args = parser.parse_args(argv)
+    sys.stdout.write(compare(args.run_dirs, output_format=args.format))
     return 0
 
 
@@ -203,6 +234,7 @@ def _parse_shape(text: str) -> tuple[int, int, int]:
 _COMMANDS = {
     "summary": _summary,
     "report": _report,
+    "compare": _compare,
     "arch": _arch,
     "predict": _predict,
     "bench": _bench,
