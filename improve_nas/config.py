@@ -252,7 +252,7 @@ class Config:
     keep_pool: bool = setting(
         True, help="Keep every candidate subnetwork of each iteration, chosen or not: its model and its own logits on "
         "the selection and test rows (iterations/<t>/pool/), so that `improve-nas select` can build other ensembles "
-        "from them without training.", resumable=True)
+        "from them without training. Cannot change when resuming (a run's pool is whole or absent).", resumable=False)
     hparams: HParams = setting(default_factory=HParams, help="Comma-separated name=value overrides of the "
                                "hyperparameters, e.g. 'num_cells=18,num_conv_filters=32'.", resumable=False,
                                from_flag=False, bench=True)
