@@ -299,7 +299,7 @@ def _run_iteration(iteration: int, builders: list[Builder], *, run_dir: RunDirec
     run_dir.publish_iteration(iteration, architecture=architecture, summary=summary, new_members=new_members,
                               pool=pool, unchosen={name: subnetwork for name, subnetwork in
                                                    zip(model.member_names, model.subnetworks)
-                                                   if name not in new_members} if pool else None)
+                                                   if name not in new_members} if pool is not None else None)
     on_write()
     return summary
 
