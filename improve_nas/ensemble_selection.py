@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import zipfile
 
 import numpy as np
 
@@ -67,7 +68,12 @@ def load_pool(model_dir: str) -> PoolLogits:
         if not os.path.exists(candidate_pool.logits_path(directory)):
             raise UsageError(f"{directory} has no candidate pool ({candidate_pool.POOL}/{candidate_pool.LOGITS}): "
                              "the run was trained with --keep_pool=False, or before pools existed")
-        pools.append(candidate_pool.read(directory))
+        try:
+            pools.append(candidate_pool.read(directory))
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile) as error:  # in a run without manifests
+            raise integrity.DamagedRunError(
+                f"{candidate_pool.logits_path(directory)} cannot be read ({type(error).__name__}): "
+                f"{integrity.retrain_hint(model_dir, iteration, finished)}") from None
     for pool, iteration in zip(pools[1:], finished[1:]):
         for part in candidate_pool.PARTS:
             if not np.array_equal(pool.labels[part], pools[0].labels[part]):
