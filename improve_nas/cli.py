@@ -1,5 +1,5 @@
 """The `improve-nas` console script: train | summary | report | arch | predict | bench | submit | jobs |
-compare.
+compare | select.
 
 Dispatch only: each subcommand parses its arguments and calls one library function.
 """
@@ -14,7 +14,7 @@ from improve_nas import __version__
 from improve_nas.errors import UsageError
 from improve_nas.quiet import quiet_tensorflow_start_up
 
-SUBCOMMANDS = ("train", "summary", "report", "arch", "predict", "bench", "submit", "jobs", "compare")
+SUBCOMMANDS = ("train", "summary", "report", "arch", "predict", "bench", "submit", "jobs", "compare", "select")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,6 +29,7 @@ def main(argv: list[str] | None = None) -> int:
               "  summary  parameters, multiply-adds and stages of the NASNet an --hparams string describes\n"
               "  report   the per-iteration table of a run directory, or its HTML page of figures\n"
               "  compare  one row per run directory: final test accuracy, error, NLL, size, time, settings\n"
+              "  select   another ensemble of a run, chosen from its candidate pool's saved logits (no training)\n"
               "  arch     the normal and reduction cell of every member of a run's ensemble (svg, png, dot, text, json)\n"
               "  predict  classes and probabilities of a run's exported ensemble for .npz/.npy/PNG/JPEG images\n"
               "  bench    training throughput of the engine\n"
@@ -178,6 +179,21 @@ def _compare(argv: list[str]) -> int:
     return 0
 
 
+def _select(argv: list[str]) -> int:
+    parser = _parser("select", "Choose an ensemble from a run's candidate pool (saved logits; nothing is trained or "
+                     "run) and write MODEL_DIR/selections/NAME/selection.json.")
+    parser.add_argument("model_dir", help="local run directory trained with keep_pool on")
+    parser.add_argument("--method", required=True, help="forward | caruana | prune")
+    parser.add_argument("--size", type=int, required=True, help="members to choose (caruana: rounds)")
+    parser.add_argument("--metric", default="nll", help="nll | error, measured on the selection rows")
+    parser.add_argument("--name", default=None, help="default: METHOD-SIZE-METRIC; the same name is overwritten")
+    args = parser.parse_args(argv)
+    from improve_nas.ensemble_selection import run
+
+    sys.stdout.write(run(args.model_dir, method=args.method, size=args.size, metric=args.metric, name=args.name))
+    return 0
+
+
 def _arch(argv: list[str]) -> int:
     from improve_nas import ensemble_cells
 
@@ -236,6 +252,7 @@ _COMMANDS = {
     "report": _report,
     "compare": _compare,
     "arch": _arch,
+    "select": _select,
     "predict": _predict,
     "bench": _bench,
     "submit": _submit,

@@ -249,6 +249,10 @@ class Config:
         False, help="Temperature scaling: fit one T for each iteration's chosen ensemble on the selection partition "
         "(minimum NLL), report the test metrics before and after, and export the final ensemble's logits divided "
         "by T.", resumable=False)
+    keep_pool: bool = setting(
+        True, help="Keep every candidate subnetwork of each iteration, chosen or not: its model and its own logits on "
+        "the selection and test rows (iterations/<t>/pool/), so that `improve-nas select` can build other ensembles "
+        "from them without training. Cannot change when resuming (a run's pool is whole or absent).", resumable=False)
     hparams: HParams = setting(default_factory=HParams, help="Comma-separated name=value overrides of the "
                                "hyperparameters, e.g. 'num_cells=18,num_conv_filters=32'.", resumable=False,
                                from_flag=False, bench=True)

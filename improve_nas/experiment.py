@@ -74,7 +74,7 @@ def engine_settings(config: Config, *, seed: int):
         # multi_worker: from the host; device variables would be broadcast from the chief, and uint8 images cannot be
         data_on_device=config.distribution != "multi_worker", temperature_scaling=config.temperature_scaling,
         early_stopping_patience=hp.early_stopping_patience,
-        early_stopping_min_delta=hp.early_stopping_min_delta)
+        early_stopping_min_delta=hp.early_stopping_min_delta, keep_pool=config.keep_pool)
 
 
 def partitions(dataset: ImageDataset, config: Config, *, seed: int):

@@ -71,7 +71,8 @@ def one_line_error(call) -> str:
 def test_published_iterations_list_every_file_with_size_and_checksum(finished):
     manifest = json.loads((finished / "iterations" / "1" / integrity.MANIFEST).read_text())
     path = member(finished, 1)
-    assert sorted(manifest["files"]) == ["architecture.json", f"members/{path.name}", "summary.json"]
+    assert sorted(manifest["files"]) == ["architecture.json", f"members/{path.name}", "pool/logits.npz",
+                                         "summary.json"]
     entry = manifest["files"][f"members/{path.name}"]
     assert entry == {"size": path.stat().st_size, "sha256": integrity.sha256(str(path))}
 

@@ -90,10 +90,12 @@ class SelectionPass:
         losses: One AdaNet loss per `IterationModel.selection_names` entry (`evaluate_adanet_losses`).
         members: New member name -> `classification_metrics` of its own logits over the same rows (accuracy, error,
             loss = nll, nll, ece, ece_bins, brier).
+        member_logits: New member name -> its logits [rows, K] over those rows (what the candidate pool keeps).
     """
 
     losses: list[float]
     members: dict[str, dict[str, float]]
+    member_logits: dict[str, np.ndarray] = dataclasses.field(default_factory=dict, repr=False)
 
 
 def evaluate_adanet_losses(model, images: np.ndarray, labels: np.ndarray, *, batch_size: int,
@@ -136,4 +138,5 @@ def evaluate_selection(model, images: np.ndarray, labels: np.ndarray, *, batch_s
                  for name in model.selection_names]
     members = {name: classification_metrics(logits, labels.astype(np.int64))
                for name, logits in outputs["members"].items()}
-    return SelectionPass(losses=[float(v) for v in np.mean(per_batch, axis=1) + penalties], members=members)
+    return SelectionPass(losses=[float(v) for v in np.mean(per_batch, axis=1) + penalties], members=members,
+                         member_logits=dict(outputs["members"]))

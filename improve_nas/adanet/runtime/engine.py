@@ -12,7 +12,9 @@ a factory for the preprocessing layer. Per iteration t (docs/design.md §3):
 4. select the best candidate ensemble (docs/original_code.md §6.7), evaluate it and its members on the test partition;
    record every candidate (`CandidateRecord`: its selection loss, own loss, accuracy and calibration on the
    selection partition, size, whether it was chosen) in the report entry's `subnetworks`;
-5. publish `iterations/<t>/` whole (architecture, report entry, new members) and drop the checkpoints;
+5. publish `iterations/<t>/` whole (architecture, report entry, new members, with `keep_pool` the candidate pool:
+   every candidate's own logits on the selection and test rows, and the unchosen ones' models) and drop the
+   checkpoints;
 6. with `early_stopping_patience`, end the run when the chosen ensemble's selection loss has stopped improving
    (`stopping.py`, a function of the published summaries, so a rerun reaches the same decision and trains nothing).
 
@@ -36,10 +38,11 @@ import numpy as np
 
 from improve_nas.adanet import stopping
 from improve_nas.adanet.ensemble_model import EnsembleModel
-from improve_nas.adanet.ensemblers import EnsemblerSpec
+from improve_nas.adanet.ensemblers import EnsemblerSpec, MeanEnsembler
 from improve_nas.adanet.iteration_model import FrozenEnsemble, IterationModel, LossSpec
 from improve_nas.adanet.optimizers import make_optimizer, needs_loss_scaling
 from improve_nas.adanet.runtime import checkpoints
+from improve_nas.adanet.runtime import pool as candidate_pool
 from improve_nas.adanet.runtime.batches import train_batches, train_rows
 from improve_nas.adanet.runtime.callbacks import IterationProgress, StopEvery
 from improve_nas.adanet.runtime.device_data import ROWS, DeviceData
@@ -103,6 +106,9 @@ class EngineSettings:
     # (absolute) for this many iterations in a row (stopping.py); 0: train every iteration
     early_stopping_patience: int = 0
     early_stopping_min_delta: float = 0.001
+    # Keep every candidate of each iteration, chosen or not: its model and its own logits on the selection and test
+    # rows (`iterations/<t>/pool/`, pool.py), for choosing other ensembles later without training
+    keep_pool: bool = True
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -248,10 +254,14 @@ def _run_iteration(iteration: int, builders: list[Builder], *, run_dir: RunDirec
         selection = Selection(index=selection.index, losses=tuple(selection_losses()))
     chosen = model.frozen_ensemble(selection.index)
     test_rows = len(data.x_test) if settings.eval_steps is None else settings.eval_steps * settings.eval_batch_size
+    select_rows = len(data.x_select) if settings.evaluator_steps is None else (
+        settings.evaluator_steps * settings.evaluator_batch_size)
     chosen_model = distribution.for_inference(EnsembleModel(
         members=chosen.members, ensembler=chosen.ensembler, member_names=[m.name for m in chosen.record.members],
         preprocessing=model.preprocessing, with_member_logits=True))
-    metrics = evaluate(chosen_model, data.x_test[:test_rows], data.y_test[:test_rows], predict=predict)
+    test_outputs: dict = {}  # the pass's outputs, whose member logits the pool keeps
+    metrics = evaluate(chosen_model, data.x_test[:test_rows], data.y_test[:test_rows],
+                       predict=_keeping(predict, test_outputs))
 
     new_members = {record.name: member for record, member in zip(chosen.record.members, chosen.members)
                    if record.iteration == iteration}
@@ -271,8 +281,6 @@ def _run_iteration(iteration: int, builders: list[Builder], *, run_dir: RunDirec
         "global_step": (iteration + 1) * settings.iteration_steps,
     }
     if settings.temperature_scaling:  # on the rows selection reads
-        select_rows = len(data.x_select) if settings.evaluator_steps is None else (
-            settings.evaluator_steps * settings.evaluator_batch_size)
         summary["temperature_scaling"] = scale_temperature(
             chosen_model, (data.x_select[:select_rows], data.y_select[:select_rows]),
             (data.x_test[:test_rows], data.y_test[:test_rows]), predict=predict)
@@ -283,9 +291,48 @@ def _run_iteration(iteration: int, builders: list[Builder], *, run_dir: RunDirec
                     "member_params": summary["member_params"],
                     "generator_state": generator.state_dict(), "selection_names": model.selection_names,
                     "selection_index": selection.index, "global_step": summary["global_step"]}
-    run_dir.publish_iteration(iteration, architecture=architecture, summary=summary, new_members=new_members)
+    pool = None
+    if settings.keep_pool:
+        pool = _candidate_pool(model, evaluated.get("pass"), test_outputs["value"]["members"], distribution=distribution,
+                               predict=predict, selection=(data.x_select[:select_rows], data.y_select[:select_rows]),
+                               test=(data.x_test[:test_rows], data.y_test[:test_rows]))
+    run_dir.publish_iteration(iteration, architecture=architecture, summary=summary, new_members=new_members,
+                              pool=pool, unchosen={name: subnetwork for name, subnetwork in
+                                                   zip(model.member_names, model.subnetworks)
+                                                   if name not in new_members} if pool is not None else None)
     on_write()
     return summary
+
+
+def _keeping(predict: BatchedPredictor, kept: dict) -> Callable:
+    """`predict`, keeping its last outputs in `kept["value"]`."""
+    def run(model, images, **kwargs):
+        kept["value"] = predict(model, images, **kwargs)
+        return kept["value"]
+    return run
+
+
+def _candidate_pool(model: IterationModel, evaluated: SelectionPass | None, test_logits: dict[str, np.ndarray], *,
+                    distribution: Distribution, predict: BatchedPredictor, selection: tuple[np.ndarray, np.ndarray],
+                    test: tuple[np.ndarray, np.ndarray]) -> candidate_pool.Pool:
+    """Every new candidate's own logits on the selection and test rows, from the passes that ran where they hold them:
+    the evaluator pass has every candidate's on the selection rows, the test pass the chosen ones'. What is missing
+    costs one pass: the selection rows through the iteration model when no evaluator pass ran, and the test rows
+    through the unchosen candidates only."""
+    names = model.member_names
+    on_selection = dict(evaluated.member_logits) if evaluated is not None else {}
+    if any(name not in on_selection for name in names):
+        on_selection = predict(distribution.for_inference(model), selection[0],
+                               pick=lambda out: {name: out["members"][name] for name in names})
+    on_test = {name: test_logits[name] for name in names if name in test_logits}
+    missing = [(name, subnetwork) for name, subnetwork in zip(names, model.subnetworks) if name not in on_test]
+    if missing:
+        unchosen = distribution.for_inference(EnsembleModel(
+            members=[subnetwork for _, subnetwork in missing], ensembler=MeanEnsembler(num_members=len(missing)),
+            member_names=[name for name, _ in missing], preprocessing=model.preprocessing, with_member_logits=True))
+        on_test.update(predict(unchosen, test[0], pick=lambda out: out["members"]))
+    return candidate_pool.Pool(names=list(names), logits={"selection": on_selection, "test": on_test},
+                               labels={"selection": selection[1], "test": test[1]})
 
 
 def _train(model: IterationModel, iteration: int, *, run_dir: RunDirectory, settings: EngineSettings,

@@ -4,6 +4,8 @@
     iterations/<t>/architecture.json the chosen ensemble (members, mixture weights), generator state, selection
     iterations/<t>/summary.json      the iteration's report entry, with the record of every candidate it trained
     iterations/<t>/members/<m>.keras the member(s) trained in iteration t (architecture and weights)
+    iterations/<t>/pool/             every candidate of iteration t: the unchosen ones' models, all their logits
+                                     on the selection and test rows (`pool.py`; unless the run turned it off)
     iterations/<t>/manifest.json     size and SHA-256 of each file above (`integrity`), checked before use
     checkpoints/<t>/ckpt-<step>.npz  mid-iteration state of the iteration in progress
     tensorboard/                     event files
@@ -22,6 +24,7 @@ from typing import Any
 import keras
 
 from improve_nas.adanet.iteration_model import FrozenEnsemble
+from improve_nas.adanet.runtime import pool as candidate_pool
 from improve_nas.adanet.subnetwork import CandidateRecord, EnsembleRecord, MemberRecord
 from improve_nas.storage import fileio, integrity
 
@@ -69,8 +72,10 @@ class RunDirectory:
         return finished
 
     def publish_iteration(self, iteration: int, *, architecture: dict[str, Any], summary: dict[str, Any],
-                          new_members: dict[str, keras.Model]) -> None:
-        """Writes iteration `iteration` whole: its architecture, summary and newly trained members."""
+                          new_members: dict[str, keras.Model], pool: candidate_pool.Pool | None = None,
+                          unchosen: dict[str, keras.Model] | None = None) -> None:
+        """Writes iteration `iteration` whole: its architecture, summary, newly trained members and, given a `pool`,
+        its candidate pool (the logits, and the `unchosen` candidates' models)."""
         final = self.iteration_dir(iteration)
         staging = os.path.join(self.path, "iterations", f".staging-{iteration}")
         if os.path.exists(staging):
@@ -79,6 +84,8 @@ class RunDirectory:
         for name, model in new_members.items():
             model.save(os.path.join(staging, "members", f"{name}.keras"))
         fileio.write_json(os.path.join(staging, ARCHITECTURE), architecture)
+        if pool is not None:
+            candidate_pool.write(staging, pool, unchosen or {})
         fileio.write_json(os.path.join(staging, SUMMARY), summary)
         integrity.write_manifest(staging)
         fileio.publish_directory(staging, final)
