@@ -33,7 +33,6 @@ POLL_FIRST_SECONDS, POLL_CAP_SECONDS = 5.0, 30.0
 PROJECT_PLACEHOLDER = "PROJECT"  # what a dry run without --project prints for the REST path
 _JOB_ID = re.compile(r"[0-9]+")
 _JOB_NAME = re.compile(r"projects/([a-z0-9][a-z0-9.:-]*)/locations/([a-z0-9-]+)/customJobs/([0-9]+)")
-_PROJECT = re.compile(r"[a-z][a-z0-9.:-]{4,61}[a-z0-9]")
 _JOB_FORMS = "its numeric ID or projects/PROJECT/locations/REGION/customJobs/ID"
 
 Log = Callable[[str], None]
@@ -384,11 +383,7 @@ def _check(request: JobsRequest) -> tuple[str, JobRef | None]:
     if action not in ACTIONS:
         raise UsageError(f"unknown jobs command {action!r}; {nearest(action, ACTIONS)}choose one of: "
                          f"{', '.join(ACTIONS)}")
-    if not vertex.REGION.fullmatch(request.region):
-        raise UsageError(f"--region={request.region!r} is not a Google Cloud region, e.g. us-central1")
-    if request.project is not None and not _PROJECT.fullmatch(request.project):
-        raise UsageError(f"--project={request.project!r} is not a Google Cloud project ID (6-30 characters: "
-                         "lowercase letters, digits, hyphens)")
+    vertex.check_location(request.region, request.project)
     if action == "list":
         if request.job is not None:
             raise UsageError(f"improve-nas jobs list takes no job (got {request.job!r}); use --filter to narrow it")

@@ -32,8 +32,6 @@ from improve_nas.config import Config
 from improve_nas.errors import UsageError
 from improve_nas.storage import gcs
 
-_REGION = re.compile(r"[a-z]+(-[a-z]+)+[0-9]+")  # us-central1, europe-west4, northamerica-northeast1
-_PROJECT = re.compile(r"[a-z][a-z0-9.:-]{4,61}[a-z0-9]")
 _DISPLAY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")  # also a path segment of the run directory
 CONFIG_FILE_NAME = "job.yaml"
 PROJECT_PLACEHOLDER = "PROJECT"  # in a dry run's default image URI when no project was given
@@ -162,11 +160,7 @@ def plan_job(request: SubmitRequest, *, source_root: str | None = None,
       UsageError: any bad input, named with the valid choices.
     """
     staging = _staging_prefix(request.staging_bucket)
-    if not _REGION.fullmatch(request.region):
-        raise UsageError(f"--region={request.region!r} is not a Google Cloud region, e.g. us-central1")
-    if request.project is not None and not _PROJECT.fullmatch(request.project):
-        raise UsageError(f"--project={request.project!r} is not a Google Cloud project ID (6-30 characters: "
-                         "lowercase letters, digits, hyphens)")
+    vertex.check_location(request.region, request.project)
     if request.backend not in image.BACKENDS:
         raise UsageError(f"--backend={request.backend!r} is invalid; choose one of: {', '.join(image.BACKENDS)}")
     spec = load_job_spec(request.config_path)

@@ -17,7 +17,21 @@ from improve_nas.errors import UsageError
 CLOUD_PLATFORM_SCOPE = "https://www.googleapis.com/auth/cloud-platform"  # covers Vertex AI and Cloud Logging
 LOGGING_ENTRIES_URL = "https://logging.googleapis.com/v2/entries:list"
 REGION = re.compile(r"[a-z]+(-[a-z]+)+[0-9]+")  # us-central1, europe-west4, northamerica-northeast1
+PROJECT = re.compile(r"[a-z][a-z0-9.:-]{4,61}[a-z0-9]")
 NAME_FORMAT = "--format=value(name)"  # makes `gcloud ai custom-jobs create` print the created job's resource name
+
+
+def check_location(region: str, project: str | None) -> None:
+    """Refuses a malformed --region or --project (the commands that talk to Vertex AI share this check).
+
+    Raises:
+      UsageError: naming the bad value.
+    """
+    if not REGION.fullmatch(region):
+        raise UsageError(f"--region={region!r} is not a Google Cloud region, e.g. us-central1")
+    if project is not None and not PROJECT.fullmatch(project):
+        raise UsageError(f"--project={project!r} is not a Google Cloud project ID (6-30 characters: "
+                         "lowercase letters, digits, hyphens)")
 
 
 def gcloud_command(*, region: str, display_name: str, config_path: str, project: str | None = None,
