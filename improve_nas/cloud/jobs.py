@@ -30,7 +30,6 @@ ENDED_STATES = frozenset({SUCCEEDED, "JOB_STATE_FAILED", "JOB_STATE_CANCELLED", 
                           "JOB_STATE_PARTIALLY_SUCCEEDED"})
 EXIT_SUCCEEDED, EXIT_ENDED_OTHERWISE, EXIT_INTERRUPTED = 0, 1, 130  # submit --wait (README, "Following jobs")
 POLL_FIRST_SECONDS, POLL_CAP_SECONDS = 5.0, 30.0
-PROJECT_PLACEHOLDER = "PROJECT"  # what a dry run without --project prints for the REST path
 _JOB_ID = re.compile(r"[0-9]+")
 _JOB_NAME = re.compile(r"projects/([a-z0-9][a-z0-9.:-]*)/locations/([a-z0-9-]+)/customJobs/([0-9]+)")
 _JOB_FORMS = "its numeric ID or projects/PROJECT/locations/REGION/customJobs/ID"
@@ -403,7 +402,7 @@ def _backend(region: str, project: str | None, *, ref: JobRef | None, dry_run: b
     if gcloud:
         return _GcloudJobs(gcloud, region, project)
     project = project or (ref.project if ref else None)
-    return _RestJobs(region, project or (PROJECT_PLACEHOLDER if dry_run else vertex.default_project()))
+    return _RestJobs(region, project or (vertex.PROJECT_PLACEHOLDER if dry_run else vertex.default_project()))
 
 
 def _flag_values(args: list[str]) -> dict[str, str]:

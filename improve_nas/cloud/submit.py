@@ -34,7 +34,6 @@ from improve_nas.storage import gcs
 
 _DISPLAY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")  # also a path segment of the run directory
 CONFIG_FILE_NAME = "job.yaml"
-PROJECT_PLACEHOLDER = "PROJECT"  # in a dry run's default image URI when no project was given
 BUILD_CONTEXT = "CONTEXT"  # how a dry run names the staged build context (a temporary directory)
 
 
@@ -203,7 +202,7 @@ def plan_job(request: SubmitRequest, *, source_root: str | None = None,
         image_uri = request.image or resolved["workerPoolSpecs"][0]["containerSpec"].get("imageUri")
         if not image_uri:
             default_image = image.default_image(region=request.region, source=source, backend=request.backend,
-                                                project=request.project or PROJECT_PLACEHOLDER)
+                                                project=request.project or vertex.PROJECT_PLACEHOLDER)
             image_uri = default_image.uri
     for pool in resolved["workerPoolSpecs"]:  # the workers run exactly what the chief runs
         if task == "pythonPackageSpec":
@@ -282,11 +281,11 @@ def render_dry_run(plan: JobPlan) -> str:
         *[f"#   {line}" for line in _code_steps(plan)],
         f"#   2. run: {shlex.join(plan.gcloud_command(CONFIG_FILE_NAME))}",
         "#      (without gcloud on PATH: POST "
-        f"{vertex.custom_jobs_url(region=plan.region, project=plan.project or PROJECT_PLACEHOLDER)})",
+        f"{vertex.custom_jobs_url(region=plan.region, project=plan.project or vertex.PROJECT_PLACEHOLDER)})",
         f"# Run directory: {plan.run_dir}",
     ]
     if plan.default_image and not plan.project:
-        lines.append(f"# {PROJECT_PLACEHOLDER} stands for the project submit will use: --project, else gcloud's or "
+        lines.append(f"# {vertex.PROJECT_PLACEHOLDER} stands for the project submit will use: --project, else gcloud's or "
                      "the credentials' project.")
     return "\n".join(lines)
 

@@ -18,6 +18,7 @@ CLOUD_PLATFORM_SCOPE = "https://www.googleapis.com/auth/cloud-platform"  # cover
 LOGGING_ENTRIES_URL = "https://logging.googleapis.com/v2/entries:list"
 REGION = re.compile(r"[a-z]+(-[a-z]+)+[0-9]+")  # us-central1, europe-west4, northamerica-northeast1
 PROJECT = re.compile(r"[a-z][a-z0-9.:-]{4,61}[a-z0-9]")
+PROJECT_PLACEHOLDER = "PROJECT"  # what dry runs print where a project was neither given nor looked up
 NAME_FORMAT = "--format=value(name)"  # makes `gcloud ai custom-jobs create` print the created job's resource name
 
 
