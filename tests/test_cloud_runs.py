@@ -62,7 +62,7 @@ def test_the_bucket_holds_the_whole_run_directory(cloud_run):
                  "export/saved_model/saved_model.pb"):
         assert name in names, name
     assert {name.split("/")[2] for name in names if name.startswith("iterations/")} == {
-        "architecture.json", "summary.json", "manifest.json", "members"}
+        "architecture.json", "summary.json", "manifest.json", "members", "pool"}
     assert not [name for name in names if name.startswith("checkpoints/")]  # dropped once iterations finished
     assert not [name for name in names if any(part.startswith(".") for part in name.split("/"))]
     report = json.loads(gcs.read_bytes(f"{RUN}/report.json"))
@@ -87,7 +87,8 @@ def test_an_iteration_is_marked_finished_only_after_all_its_files_are_uploaded(c
         marker = uploaded[f"iterations/{t}/architecture.json"]
         others = [generation for name, generation in uploaded.items()
                   if name.startswith(f"iterations/{t}/") and not name.endswith("/architecture.json")]
-        assert len(others) == 3 and max(others) < marker  # the member, the summary and the manifest came first
+        # the member, the pool's logits, the summary and the manifest came first
+        assert len(others) == 4 and max(others) < marker
 
 
 def test_a_rerun_on_a_fresh_machine_pulls_the_run_and_finds_it_finished(cloud_run):
